@@ -1,0 +1,132 @@
+"""Free-running decoding: greedy and beam search, batched over images.
+
+Both return, for every image, the chosen word ids and the attention weights that
+were used to produce each word, so overlays show exactly what the model looked at.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+NEGATIVE_INFINITY = -1e9  # large but finite, so that 0 * it stays 0
+PAD_ID, START_ID = 0, 1  # never generated
+
+
+def _word_penalty(vocabulary_size: int, word_ids) -> tf.Tensor:
+    """(V,) zeros, with NEGATIVE_INFINITY at `word_ids`: added to logits to forbid those words."""
+    forbidden = tf.reduce_sum(tf.one_hot(word_ids, vocabulary_size), axis=0)
+    return forbidden * NEGATIVE_INFINITY
+
+
+def greedy_search(decoder, features, start_id: int, end_id: int, max_length: int, min_length: int = 1):
+    """features (B, L, D) -> word ids (B, max_length + 1), attention weights (B, max_length + 1, L).
+
+    Every sequence gets max_length + 1 steps (room for max_length words and `<end>`);
+    callers cut each one at its first `<end>`.
+    """
+    features, keys, state = decoder.prepare(features)
+    words = tf.fill([tf.shape(features)[0]], start_id)
+    never = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID])
+    never_or_end = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, end_id])
+    all_words, all_weights = [], []
+    for step in range(max_length + 1):
+        logits, state, attention_weights = decoder.step(words, state, features, keys)
+        logits += never_or_end if step < min_length else never
+        words = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        if step == max_length:
+            words = tf.fill(tf.shape(words), end_id)  # out of room: every caption ends here
+        all_words.append(words)
+        all_weights.append(attention_weights)
+    return tf.stack(all_words, axis=1), tf.stack(all_weights, axis=1)
+
+
+def beam_search(
+    decoder,
+    features,
+    start_id: int,
+    end_id: int,
+    max_length: int,
+    beam_size: int = 3,
+    min_length: int = 1,
+    length_penalty: float = 0.0,
+):
+    """Keep the `beam_size` most likely partial captions per image; all beams of all images in one tensor.
+
+    features (B, L, D) -> word ids (B, T), attention weights (B, T, L), scores (B,), T = max_length + 1.
+
+    Each step scores every beam times every word and takes the 2K best candidates:
+      * a candidate among the K best that says `<end>` is a finished caption; it joins
+        the finished pool (the K best finished captions so far, by normalised score);
+      * the K best candidates that do not end are the beams that go on.
+    Taking 2K guarantees K beams go on (each beam has only one `<end>`), so a caption that
+    ends early never costs the search a beam. The score is
+        log p(caption) / length ** length_penalty        (length counts `<end>`),
+    and with beam_size 1 and no length penalty this is exactly greedy search.
+    """
+    batch = tf.shape(features)[0]
+    beams, steps = beam_size, max_length + 1
+    features, keys, state = decoder.prepare(features)
+    vocabulary_size = decoder.vocabulary_size
+
+    def tile(tensor):  # (B, ...) -> (B * K, ...): beams of one image sit next to each other
+        return tf.repeat(tensor, beams, axis=0)
+
+    def pick(tensor, index):  # tensor (B, N, ...), index (B, M) -> (B, M, ...)
+        return tf.gather(tensor, index, batch_dims=1)
+
+    features, keys = tile(features), tile(keys)
+    state = [tile(s) for s in state]
+    locations = tf.shape(features)[1]
+
+    # Only the first beam is alive at the start, or all K beams would be copies of one.
+    alive_scores = tf.tile(tf.constant([[0.0] + [NEGATIVE_INFINITY] * (beams - 1)]), [batch, 1])  # (B, K)
+    alive_words = tf.zeros([batch, beams, steps], tf.int32)  # filled in column by column
+    alive_weights = tf.zeros([batch, beams, steps, locations])
+    finished_scores = tf.fill([batch, beams], NEGATIVE_INFINITY)  # normalised
+    finished_words = tf.zeros([batch, beams, steps], tf.int32)
+    finished_weights = tf.zeros([batch, beams, steps, locations])
+    words = tf.fill([batch * beams], start_id)
+    never = _word_penalty(vocabulary_size, [PAD_ID, START_ID])
+    never_or_end = _word_penalty(vocabulary_size, [PAD_ID, START_ID, end_id])
+    only_end = tf.one_hot(end_id, vocabulary_size, on_value=0.0, off_value=NEGATIVE_INFINITY)
+    columns = tf.range(steps)
+
+    for step in range(steps):
+        logits, state, attention_weights = decoder.step(words, state, features, keys)
+        log_probs = tf.reshape(tf.nn.log_softmax(logits), [batch, beams, vocabulary_size])
+        log_probs += never_or_end if step < min_length else never
+        if step == max_length:
+            log_probs += only_end  # out of room: every beam ends here, paying what `<end>` costs
+
+        # Every beam times every word: the 2K best candidates per image.
+        candidates = tf.reshape(alive_scores[..., None] + log_probs, [batch, beams * vocabulary_size])
+        scores, flat_indices = tf.math.top_k(candidates, k=2 * beams)  # (B, 2K)
+        parent = flat_indices // vocabulary_size  # which beam each candidate continues
+        next_words = flat_indices % vocabulary_size
+        ends = next_words == end_id
+
+        # Each candidate's history: its parent's, with the new word and map in column `step`.
+        is_step = tf.reshape(columns == step, [1, 1, steps])
+        history = tf.where(is_step, next_words[..., None], pick(alive_words, parent))
+        weights = pick(tf.reshape(attention_weights, [batch, beams, locations]), parent)
+        weight_history = tf.where(is_step[..., None], weights[:, :, None, :], pick(alive_weights, parent))
+
+        # Finished: candidates among the K best that end, merged into the pool of the K best.
+        among_best = tf.range(2 * beams)[None, :] < beams
+        normalised = scores / float(step + 1) ** length_penalty
+        new_finished = tf.where(ends & among_best, normalised, NEGATIVE_INFINITY)
+        pool_scores = tf.concat([finished_scores, new_finished], axis=1)  # (B, 3K)
+        finished_scores, keep = tf.math.top_k(pool_scores, k=beams)
+        finished_words = pick(tf.concat([finished_words, history], axis=1), keep)
+        finished_weights = pick(tf.concat([finished_weights, weight_history], axis=1), keep)
+
+        # Alive: the K best candidates that do not end.
+        alive_scores, keep = tf.math.top_k(tf.where(ends, NEGATIVE_INFINITY, scores), k=beams)
+        alive_words, alive_weights = pick(history, keep), pick(weight_history, keep)
+        beam_parent = pick(parent, keep)
+        flat_parent = tf.reshape(beam_parent + tf.range(batch)[:, None] * beams, [-1])  # index into B * K
+        state = [tf.gather(s, flat_parent) for s in state]
+        words = tf.reshape(pick(next_words, keep), [-1])
+
+    # The pool is sorted, best first.
+    return finished_words[:, 0], finished_weights[:, 0], finished_scores[:, 0]

@@ -1,0 +1,264 @@
+"""The training loop, top to bottom.
+
+1. Make a run directory and save the config and vocabulary into it.
+2. Run the frozen encoder once over every image; keep the features in memory.
+3. Each epoch: teacher-forced steps on shuffled (image, caption) pairs, then the
+   validation loss and free-running captions scored with BLEU-4.
+4. Save the last checkpoint every epoch and the best one (by validation BLEU-4),
+   also as a self-contained `.keras` model; `--resume` continues from the last.
+5. Caption the test split with the best model and write its scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner import metrics
+from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.config import Config
+from captioner.datasets import Split, load_splits
+from captioner.io_utils import atomic_path, atomic_write_text
+from captioner.model import Captioner
+from captioner.overlay import draw_overlay
+from captioner.vocabulary import Vocabulary
+
+EXTRACT_BATCH = 64
+LAST_CHECKPOINT = "checkpoints/last.npz"
+BEST_CHECKPOINT = "checkpoints/best.npz"
+BEST_MODEL = "best.keras"
+BEST_METRIC = "bleu4"
+OVERLAY_EXAMPLES = 4
+
+
+def caption_loss(logits, targets, attention_weights, attention_lambda: float):
+    """Cross-entropy over real words only, plus the doubly stochastic attention penalty.
+
+    logits (B, T, V), targets (B, T) with 0 for padding, attention_weights (B, T, L).
+    The penalty (paper, eq. 14) pushes every location to receive about as much
+    attention in total, over the caption, as any other: (1 - sum_t alpha_ti)^2,
+    here averaged over locations so that lambda does not depend on the grid size.
+    """
+    mask = tf.cast(targets != 0, tf.float32)
+    per_word = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    cross_entropy = tf.reduce_sum(per_word * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    attention_per_location = tf.reduce_sum(attention_weights * mask[..., None], axis=1)  # (B, L)
+    penalty = tf.reduce_mean(tf.square(1.0 - attention_per_location))
+    return cross_entropy + attention_lambda * penalty, cross_entropy, penalty
+
+
+def extract_features(captioner: Captioner, images: np.ndarray, description: str) -> np.ndarray:
+    """Encoder output for every image, stored as float16: (N, L, D)."""
+    size = captioner.encoder.image_size
+    encode = tf.function(captioner.encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    print(f"Encoding {description}: {len(images)} images")
+    chunks = []
+    for start in range(0, len(images), EXTRACT_BATCH):
+        batch = images[start : start + EXTRACT_BATCH]
+        chunks.append(encode(tf.convert_to_tensor(batch, tf.float32)).numpy().astype(np.float16))
+        progress.add(len(batch))
+    return np.concatenate(chunks)
+
+
+def caption_pairs(split: Split, vocabulary: Vocabulary, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (image index, caption ids) pair of a split; ids (P, max_length + 2), padded with 0."""
+    image_index = np.array([i for i, refs in enumerate(split.captions) for _ in refs], dtype=np.int64)
+    token_ids = vocabulary.encode_batch([c for refs in split.captions for c in refs], max_length)
+    return image_index, token_ids
+
+
+def trim_padding(pairs: dict) -> dict:
+    """Cut every split's ids to the longest caption of all splits: no step is spent on padding only."""
+    longest = max(int((ids != 0).sum(axis=1).max()) for _, ids in pairs.values())
+    return {name: (index, ids[:, :longest]) for name, (index, ids) in pairs.items()}
+
+
+class Trainer:
+    """Holds the model, optimizer and compiled steps; `train()` below drives it."""
+
+    def __init__(self, captioner: Captioner, config: Config, token_length: int):
+        self.captioner = captioner
+        self.config = config
+        self.decoder = captioner.decoder
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        self.optimizer.build(self.decoder.trainable_variables)
+        locations, size = captioner.feature_shape
+        # Any batch size, one trace. The caption length is fixed because the decoder unrolls over it.
+        signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32)]
+        self.train_step = tf.function(self._train_step, input_signature=signature)
+        self.eval_step = tf.function(self._eval_step, input_signature=signature)
+
+    def _train_step(self, features, token_ids):
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
+        with tf.GradientTape() as tape:
+            logits, attention_weights = self.decoder(features, inputs, training=True)
+            loss, cross_entropy, penalty = caption_loss(logits, targets, attention_weights, self.config.attention_lambda)
+        variables = self.decoder.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        gradients, gradient_norm = tf.clip_by_global_norm(gradients, self.config.clip_norm)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return loss, cross_entropy, penalty, gradient_norm
+
+    def _eval_step(self, features, token_ids):
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        logits, attention_weights = self.decoder(features, inputs, training=False)
+        return caption_loss(logits, targets, attention_weights, self.config.attention_lambda)
+
+    def model_variables(self):
+        """Weights and the dropout seed state, so a resumed run draws the same dropout masks."""
+        return self.decoder.variables
+
+    def run_epoch(self, features, image_index, token_ids, epoch: int) -> dict[str, float]:
+        # The order depends only on (seed, epoch), so a resumed run sees the same batches.
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(image_index))
+        batch_size = self.config.batch_size
+        steps = math.ceil(len(order) / batch_size)
+        progress = keras.utils.Progbar(steps, stateful_metrics=["loss", "xent", "attn"])
+        totals = np.zeros(3)
+        for step in range(steps):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            loss, cross_entropy, penalty, _ = self.train_step(features[image_index[batch]].astype(np.float32), token_ids[batch])
+            totals += [float(loss), float(cross_entropy), float(penalty)]
+            mean = totals / (step + 1)
+            progress.update(step + 1, [("loss", mean[0]), ("xent", mean[1]), ("attn", mean[2])])
+        return {"train_loss": totals[0] / steps, "train_cross_entropy": totals[1] / steps}
+
+    def validation_loss(self, features, image_index, token_ids) -> float:
+        batch_size = self.config.batch_size
+        losses, weights = [], []
+        for start in range(0, len(image_index), batch_size):
+            rows = slice(start, start + batch_size)
+            loss, _, _ = self.eval_step(features[image_index[rows]].astype(np.float32), token_ids[rows])
+            losses.append(float(loss))
+            weights.append(min(batch_size, len(image_index) - start))
+        return float(np.average(losses, weights=weights))
+
+
+def caption_features(captioner: Captioner, features: np.ndarray, beam_size: int = 1, batch_size: int = 100):
+    captions = []
+    for start in range(0, len(features), batch_size):
+        captions.extend(captioner.decode_features(features[start : start + batch_size], beam_size=beam_size))
+    return captions
+
+
+def score_captions(captions, split: Split) -> dict[str, float]:
+    """BLEU-1..4 (nltk corpus BLEU) and, for synthetic scenes, exact match and attention grounding."""
+    hypotheses = [c.words for c in captions]
+    scores = metrics.bleu_scores(hypotheses, split.captions)
+    if split.scenes is not None:
+        scores["exact_match"] = metrics.exact_match(hypotheses, split.captions)
+        scores.update(metrics.attention_grounding(captions, split.scenes))
+    return scores
+
+
+def _write_log(run_dir: Path, history: list[dict]) -> None:
+    """metrics.csv and metrics.jsonl, rewritten whole each epoch so they are never half written."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "metrics.csv", text.getvalue())
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+
+
+def _write_example_scenes(split: Split, directory: Path, count: int = 8) -> None:
+    """A few held-out scenes as PNG files, with their reference captions, to try predict.py on."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    references = {}
+    for index in range(min(count, len(split))):
+        name = f"scene_{index:03d}.png"
+        with atomic_path(directory / name) as temporary:
+            Image.fromarray(split.images[index]).save(temporary, format="PNG")
+        references[name] = split.captions[index]
+    atomic_write_text(directory.parent / "test_scenes.json", json.dumps(references, indent=2))
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train as `config` says; returns the run directory."""
+    run_dir = Path(config.run_dir or default_run_dir(config))
+    config.run_dir = str(run_dir)
+    resuming = resume and (run_dir / LAST_CHECKPOINT).exists()
+    if resume and not resuming:
+        print(f"No checkpoint in {run_dir}; starting a new run there.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", config.to_json())
+    keras.utils.set_random_seed(config.seed)
+
+    splits = load_splits(config)
+    vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
+    vocabulary.save(run_dir / "vocabulary.json")
+    print(f"Run directory: {run_dir}  vocabulary: {len(vocabulary)} words")
+
+    captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
+    captioner.build()
+    features = {name: extract_features(captioner, split.images, name) for name, split in splits.items()}
+    pairs = trim_padding({name: caption_pairs(split, vocabulary, config.max_length) for name, split in splits.items()})
+
+    trainer = Trainer(captioner, config, token_length=pairs["train"][1].shape[1])
+    history, start_epoch, best_score = [], 0, -math.inf
+    if resuming:
+        state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables)
+        history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
+        print(f"Resumed from {run_dir / LAST_CHECKPOINT} after epoch {start_epoch}")
+
+    started = time.time()
+    for epoch in range(start_epoch, config.epochs):
+        print(f"Epoch {epoch + 1}/{config.epochs}")
+        row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
+        row["val_loss"] = trainer.validation_loss(features["val"], *pairs["val"])
+        validation_captions = caption_features(captioner, features["val"], config.validation_beam)
+        row.update({f"val_{k}": v for k, v in score_captions(validation_captions, splits["val"]).items()})
+        row["seconds"] = time.time() - started
+        history.append(row)
+        _write_log(run_dir, history)
+
+        improved = row[f"val_{BEST_METRIC}"] > best_score
+        if improved:
+            best_score = row[f"val_{BEST_METRIC}"]
+        state = {"epoch": epoch, "best_score": best_score, "history": history}
+        save_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables, state)
+        if improved:
+            save_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables(), [], state)
+            with atomic_path(run_dir / BEST_MODEL) as temporary:
+                captioner.save(temporary)
+        done = epoch + 1 - start_epoch
+        remaining = (time.time() - started) / done * (config.epochs - epoch - 1)
+        summary = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float))
+        print(f"  {summary}{'  (best)' if improved else ''}  ETA {_format_duration(remaining)}")
+
+    if not (run_dir / BEST_CHECKPOINT).exists():
+        print("No epoch ran; nothing to evaluate.")
+        return run_dir
+    load_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables())
+    test_captions = caption_features(captioner, features["test"], beam_size=1)
+    test_scores = score_captions(test_captions, splits["test"])
+    atomic_write_text(run_dir / "test_metrics.json", json.dumps({"split": "test", "decoding": "greedy", **test_scores}, indent=2))
+    print("Test (greedy, best checkpoint): " + "  ".join(f"{k} {v:.4f}" for k, v in test_scores.items()))
+    for index in range(min(OVERLAY_EXAMPLES, len(test_captions))):
+        caption = test_captions[index]
+        draw_overlay(splits["test"].images[index], caption.words, caption.attention, run_dir / "overlays" / f"test_{index:03d}.png")
+    if splits["test"].scenes is not None:
+        _write_example_scenes(splits["test"], run_dir / "test_scenes")
+    print(f"Model: {run_dir / BEST_MODEL}   overlays: {run_dir / 'overlays'}")
+    return run_dir

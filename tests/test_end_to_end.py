@@ -1,0 +1,99 @@
+"""A tiny run of the real command-line tools: train a few steps, then caption files with overlays."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict
+import train
+from captioner import synthetic
+from captioner.model import load_captioner
+from captioner.overlay import MAX_COLUMNS, PANEL_INCHES
+from helpers import SMALL_IMAGE
+
+TINY_RUN = [
+    "--weights", "none", "--image-size", str(SMALL_IMAGE), "--train-scenes", "24", "--val-scenes", "6",
+    "--test-scenes", "6", "--batch-size", "8", "--units", "32", "--embedding-dim", "16",
+    "--attention-units", "16", "--feature-units", "32", "--max-length", "12",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_training_writes_a_complete_run_directory(trained_run):
+    for name in ("config.json", "vocabulary.json", "metrics.csv", "metrics.jsonl", "best.keras",
+                 "checkpoints/last.npz", "checkpoints/best.npz", "test_metrics.json"):
+        assert (trained_run / name).exists(), name
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert {"train_loss", "val_loss", "val_bleu4", "val_exact_match"} <= set(rows[0])
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert list((trained_run / "overlays").glob("*.png"))
+
+
+def test_predict_captions_files_writes_overlays_and_reports_a_bad_file(trained_run, tmp_path, capsys):
+    scenes = synthetic.make_scenes(2, seed=99, image_size=SMALL_IMAGE)
+    paths = []
+    for index, scene in enumerate(scenes):
+        paths.append(tmp_path / f"scene {index}.png")
+        Image.fromarray(scene.image).save(paths[-1])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    overlays = tmp_path / "overlays"
+    status = predict.main([str(paths[0]), str(broken), str(paths[1]), "--model", str(trained_run / "best.keras"),
+                           "--json", "--overlay-dir", str(overlays)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["path"] for r in results] == [str(p) for p in paths]
+    model = load_captioner(trained_run / "best.keras")
+    for result in results:
+        assert result["caption"] == " ".join(result["words"])
+        grids = np.array(result["attention"])
+        assert grids.shape == (len(result["words"]), *model.grid)
+    pngs = sorted(overlays.glob("*.png"))
+    assert len(pngs) == 2
+    for png, result in zip(pngs, results):
+        panels = len(result["words"]) + 1
+        columns = min(panels, MAX_COLUMNS)
+        rows = math.ceil(panels / columns)
+        width, height = Image.open(png).size
+        assert width == round(columns * PANEL_INCHES * 100)
+        assert height == round(rows * PANEL_INCHES * 1.1 * 100)
+
+
+def test_predict_plain_output_and_beam(trained_run, tmp_path, capsys):
+    path = tmp_path / "scene.png"
+    Image.fromarray(synthetic.make_scenes(1, seed=5, image_size=SMALL_IMAGE)[0].image).save(path)
+    assert predict.main([str(path), "--model", str(trained_run / "best.keras"), "--beam", "3"]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: ")
+
+
+def test_predict_refuses_a_missing_model(tmp_path, capsys):
+    assert predict.main([str(tmp_path / "x.png"), "--model", str(tmp_path / "none.keras")]) == 2
+    assert "none.keras" in capsys.readouterr().err
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(straight)]) == 0
+    assert train.main(TINY_RUN + ["--epochs", "1", "--run-dir", str(interrupted)]) == 0
+    assert train.main(["--resume", "--epochs", "2", "--run-dir", str(interrupted)]) == 0
+    rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    a = np.load(straight / "checkpoints/last.npz")
+    b = np.load(interrupted / "checkpoints/last.npz")
+    model_keys = [k for k in a.files if k.startswith(("model/", "optimizer/"))]
+    assert model_keys
+    for key in model_keys:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
