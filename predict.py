@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=None, help="most words per caption")
     parser.add_argument("--json", action="store_true", help="JSON lines with per-word attention grids")
     parser.add_argument("--overlay-dir", default=None, help="write one attention overlay PNG per image here")
+    parser.add_argument("--overlay-style", default="spotlight", choices=["spotlight", "heatmap"],
+                        help="spotlight dims what the model did not look at; heatmap draws a colour map")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
     if args.beam < 1:
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
             continue
         print(result_json(result, captioner) if args.json else f"{result.path}: {result.caption.text}", flush=True)
         if args.overlay_dir:
-            write_overlay(result, args.overlay_dir, index)
+            write_overlay(result, args.overlay_dir, index, style=args.overlay_style)
     if failures:
         print(f"{failures} input(s) failed, {len(paths) + len(input_errors) - failures} captioned", file=sys.stderr)
     return 1 if failures else 0

@@ -1,97 +1,111 @@
-"""Train a captioner. With no arguments: the synthetic-scenes demo (a few minutes on a laptop CPU).
+"""Train a captioner. With no arguments: the synthetic-scenes demo (about 5 minutes on 2 CPU cores).
 
     python train.py                                  # synthetic scenes, MobileNetV2 features
     python train.py --epochs 20 --attention dot --run-dir runs/dot
     python train.py --resume --run-dir runs/dot      # continue an interrupted run
+
+Options left out take the dataset's defaults (captioner/config.py: Config and DATASET_DEFAULTS).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
 
+# flag -> Config field, for the flags that map one to one
+FIELDS = {
+    "data_dir": "data_dir",
+    "train_scenes": "synthetic_train_scenes",
+    "val_scenes": "synthetic_val_scenes",
+    "test_scenes": "synthetic_test_scenes",
+    "backbone": "backbone",
+    "encoder_layer": "encoder_layer",
+    "image_size": "image_size",
+    "attention": "attention",
+    "embedding_dim": "embedding_dim",
+    "units": "units",
+    "attention_units": "attention_units",
+    "dropout": "dropout",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "lr_schedule": "lr_schedule",
+    "attention_lambda": "attention_lambda",
+    "max_length": "max_length",
+    "min_word_count": "min_word_count",
+    "seed": "seed",
+    "run_dir": "run_dir",
+}
+POSITIVE = ("train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
+            "batch_size", "max_length", "min_word_count")
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from captioner.config import Config
-
-    defaults = Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=defaults.dataset, choices=["synthetic"])
-    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
-    parser.add_argument("--train-scenes", type=int, default=defaults.synthetic_train_scenes, help="synthetic scenes to train on")
-    parser.add_argument("--val-scenes", type=int, default=defaults.synthetic_val_scenes)
-    parser.add_argument("--test-scenes", type=int, default=defaults.synthetic_test_scenes)
-    parser.add_argument("--backbone", default=defaults.backbone)
-    parser.add_argument("--weights", default=defaults.weights, help="'imagenet' or 'none' (random encoder)")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--attention", default=defaults.attention, choices=["additive", "dot", "general", "scaled_dot"])
-    parser.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim)
-    parser.add_argument("--units", type=int, default=defaults.units, help="LSTM size")
-    parser.add_argument("--attention-units", type=int, default=defaults.attention_units)
-    parser.add_argument("--feature-units", type=int, default=defaults.feature_units, help="0: attend over raw CNN features")
-    parser.add_argument("--no-location-embedding", action="store_true")
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--epochs", type=int, default=None, help=f"default {defaults.epochs}; with --resume, extends the run")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--lambda", dest="attention_lambda", type=float, default=defaults.attention_lambda,
-                        help="weight of the doubly stochastic attention penalty")
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--min-word-count", type=int, default=defaults.min_word_count)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--run-dir", default=None, help="default: runs/DATASET-DATE-TIME")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    add = parser.add_argument
+    add("--dataset", default="synthetic", choices=["synthetic"])
+    add("--data-dir", help="where the dataset lives")
+    add("--train-scenes", type=int, help="synthetic training scenes (4000)")
+    add("--val-scenes", type=int, help="synthetic validation scenes (200)")
+    add("--test-scenes", type=int, help="synthetic test scenes (200)")
+    add("--backbone", help="keras.applications CNN (mobilenet_v2)")
+    add("--weights", help="'imagenet' (default) or 'none' for a random encoder")
+    add("--encoder-layer", help="backbone layer to cut at (default: the dataset's choice)")
+    add("--image-size", type=int, help="input size in pixels (224)")
+    add("--attention", choices=["additive", "dot", "general", "scaled_dot"], help="score function (additive)")
+    add("--embedding-dim", type=int, help="word embedding size")
+    add("--units", type=int, help="LSTM size")
+    add("--attention-units", type=int, help="hidden size of additive attention")
+    add("--feature-units", type=int, help="project features to this size once per image; 0: raw features")
+    add("--no-location-embedding", action="store_true", help="do not add a learned vector per grid cell")
+    add("--dropout", type=float)
+    add("--epochs", type=int, help="with --resume: extend the run to this many epochs")
+    add("--batch-size", type=int)
+    add("--lr", type=float, help="peak learning rate")
+    add("--lr-schedule", choices=["constant", "cosine"])
+    add("--lambda", dest="attention_lambda", type=float, help="weight of the doubly stochastic attention penalty")
+    add("--max-length", type=int, help="most words per caption")
+    add("--min-word-count", type=int, help="rarer words become <unk>")
+    add("--seed", type=int)
+    add("--run-dir", help="default: runs/DATASET-DATE-TIME")
+    add("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     args = parser.parse_args(argv)
     if args.resume and not args.run_dir:
         parser.error("--resume needs --run-dir")
-    for name in ("train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units", "batch_size", "max_length"):
-        if getattr(args, name) <= 0:
+    for name in POSITIVE:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.epochs is not None and args.epochs < 0:
         parser.error("--epochs must not be negative")
-    if not 0 <= args.dropout < 1:
+    if args.dropout is not None and not 0 <= args.dropout < 1:
         parser.error("--dropout must be in [0, 1)")
+    if args.feature_units is not None and args.feature_units < 0:
+        parser.error("--feature-units must not be negative")
     return args
 
 
 def config_from_args(args):
+    """The saved config when resuming (only --epochs may change), else the dataset's defaults plus the flags."""
     from captioner.config import Config
 
-    if args.resume and (Path(args.run_dir) / "config.json").exists():
-        config = Config.from_json((Path(args.run_dir) / "config.json").read_text())
+    saved = Path(args.run_dir) / "config.json" if args.run_dir else None
+    if args.resume and saved.exists():
+        config = Config.from_json(saved.read_text())
         if args.epochs is not None:
             config.epochs = args.epochs
         return config
-    return Config(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        synthetic_train_scenes=args.train_scenes,
-        synthetic_val_scenes=args.val_scenes,
-        synthetic_test_scenes=args.test_scenes,
-        backbone=args.backbone,
-        weights=None if args.weights.lower() == "none" else args.weights,
-        image_size=args.image_size,
-        attention=args.attention,
-        embedding_dim=args.embedding_dim,
-        units=args.units,
-        attention_units=args.attention_units,
-        feature_units=args.feature_units or None,
-        location_embedding=not args.no_location_embedding,
-        dropout=args.dropout,
-        epochs=args.epochs if args.epochs is not None else Config.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        attention_lambda=args.attention_lambda,
-        max_length=args.max_length,
-        min_word_count=args.min_word_count,
-        seed=args.seed,
-        run_dir=args.run_dir,
-    )
+    overrides = {field: getattr(args, flag) for flag, field in FIELDS.items() if getattr(args, flag) is not None}
+    if args.weights is not None:
+        overrides["weights"] = None if args.weights.lower() == "none" else args.weights
+    if args.feature_units is not None:
+        overrides["feature_units"] = args.feature_units or None
+    if args.no_location_embedding:
+        overrides["location_embedding"] = False
+    return Config.for_dataset(args.dataset, **overrides)
 
 
 def main(argv=None) -> int:

@@ -65,7 +65,7 @@ def overlay_path(overlay_dir, image_path: str, index: int) -> Path:
     return Path(overlay_dir) / f"{index:04d}_{Path(image_path).stem}.png"
 
 
-def write_overlay(result: Result, overlay_dir, index: int) -> Path:
+def write_overlay(result: Result, overlay_dir, index: int, style: str = "spotlight") -> Path:
     path = overlay_path(overlay_dir, result.path, index)
-    draw_overlay(result.image, result.caption.words, result.caption.attention, path)
+    draw_overlay(result.image, result.caption.words, result.caption.attention, path, style=style)
     return path

@@ -15,6 +15,7 @@ from captioner.io_utils import atomic_path  # noqa: E402
 
 PANEL_INCHES = 2.2
 MAX_COLUMNS = 5
+DIM = 0.25  # brightness left where the model did not look
 
 
 def upsample_attention(attention: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -30,11 +31,21 @@ def upsample_attention(attention: np.ndarray, height: int, width: int) -> np.nda
     return smooth / peak if peak > 0 else smooth
 
 
-def draw_overlay(image: np.ndarray, words: list[str], attention: np.ndarray, path, colormap: str = "jet", alpha=0.55):
+def spotlight(image: np.ndarray, mask: np.ndarray, dim: float = DIM) -> np.ndarray:
+    """The image darkened where attention is low: what the model looked at stays bright."""
+    weight = dim + (1.0 - dim) * mask[..., None]
+    return (image.astype(np.float32) * weight).astype(np.uint8)
+
+
+def draw_overlay(image: np.ndarray, words: list[str], attention: np.ndarray, path, style: str = "spotlight",
+                 colormap: str = "inferno", alpha: float = 0.5):
     """Write a PNG: the image, then for each word its attention map over the image.
 
     image (H, W, 3) uint8; attention (at least len(words), rows, columns).
+    style "spotlight" dims what the model did not look at; "heatmap" lays a colour map over the image.
     """
+    if style not in ("spotlight", "heatmap"):
+        raise ValueError(f"unknown overlay style {style!r}; use spotlight or heatmap")
     panels = len(words) + 1
     columns = min(panels, MAX_COLUMNS)
     rows = math.ceil(panels / columns)
@@ -45,8 +56,12 @@ def draw_overlay(image: np.ndarray, words: list[str], attention: np.ndarray, pat
     axes[0].set_title("input", fontsize=10)
     for index, word in enumerate(words):
         ax = axes[index + 1]
-        ax.imshow(image)
-        ax.imshow(upsample_attention(attention[index], height, width), cmap=colormap, alpha=alpha, vmin=0, vmax=1)
+        mask = upsample_attention(attention[index], height, width)
+        if style == "spotlight":
+            ax.imshow(spotlight(image, mask))
+        else:
+            ax.imshow(image)
+            ax.imshow(mask, cmap=colormap, alpha=alpha, vmin=0, vmax=1)
         ax.set_title(f"{word} ({attention[index].max():.2f})", fontsize=10)
     for ax in axes:
         ax.axis("off")

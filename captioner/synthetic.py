@@ -2,7 +2,9 @@
 
 Each scene holds one to three shapes. Its reference captions name every shape
 ("a small red circle") and, for two shapes, how they sit ("... above a large
-blue square"); three shapes are listed from left to right. Because we drew the
+blue square"); three shapes are listed from left to right. Every template names
+the shapes in one fixed order (top or left first), so a caption is determined
+by the image and its first word. Because we drew the
 scene we also know each shape's pixel mask and which caption words name which
 shape, so we can measure whether the model looks at the right place when it
 says a word (`attention_grounding` in `captioner.metrics`).
@@ -128,14 +130,17 @@ def _captions(objects: list[SceneObject]) -> tuple[list[str], list[list[int]]]:
         templates.append(words("there is") + phrase(0))
     elif len(objects) == 2:
         (x0, y0), (x1, y1) = objects[0].centre, objects[1].centre
+        # The first word of a template fixes which shape is named first (the top or left one):
+        # were "A above B" and "B below A" both allowed, nothing in "a ..." would say which shape
+        # comes next, and a model trained on both blends them ("a red" from one, "square" from the other).
         if abs(y0 - y1) > abs(x0 - x1):
-            top, bottom = (0, 1) if y0 < y1 else (1, 0)
-            templates.append(phrase(top) + words("above") + phrase(bottom))
-            templates.append(phrase(bottom) + words("below") + phrase(top))
+            first, second = (0, 1) if y0 < y1 else (1, 0)  # top, bottom
+            templates.append(phrase(first) + words("above") + phrase(second))
+            templates.append(words("below") + phrase(first) + words("there is") + phrase(second))
         else:
-            left, right = (0, 1) if x0 < x1 else (1, 0)
-            templates.append(phrase(left) + words("to the left of") + phrase(right))
-            templates.append(phrase(right) + words("to the right of") + phrase(left))
+            first, second = (0, 1) if x0 < x1 else (1, 0)  # left, right
+            templates.append(phrase(first) + words("to the left of") + phrase(second))
+            templates.append(words("to the right of") + phrase(first) + words("there is") + phrase(second))
     else:
         left_to_right = sorted(range(3), key=lambda i: objects[i].centre[0])
         listing = phrase(left_to_right[0]) + phrase(left_to_right[1]) + words("and") + phrase(left_to_right[2])

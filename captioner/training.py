@@ -82,14 +82,23 @@ def trim_padding(pairs: dict) -> dict:
     return {name: (index, ids[:, :longest]) for name, (index, ids) in pairs.items()}
 
 
+def learning_rate_schedule(config: Config, total_steps: int):
+    """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; use constant or cosine")
+
+
 class Trainer:
     """Holds the model, optimizer and compiled steps; `train()` below drives it."""
 
-    def __init__(self, captioner: Captioner, config: Config, token_length: int):
+    def __init__(self, captioner: Captioner, config: Config, token_length: int, total_steps: int = 1):
         self.captioner = captioner
         self.config = config
         self.decoder = captioner.decoder
-        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, total_steps))
         self.optimizer.build(self.decoder.trainable_variables)
         locations, size = captioner.feature_shape
         # Any batch size, one trace. The caption length is fixed because the decoder unrolls over it.
@@ -215,7 +224,8 @@ def train(config: Config, resume: bool = False) -> Path:
     features = {name: extract_features(captioner, split.images, name) for name, split in splits.items()}
     pairs = trim_padding({name: caption_pairs(split, vocabulary, config.max_length) for name, split in splits.items()})
 
-    trainer = Trainer(captioner, config, token_length=pairs["train"][1].shape[1])
+    steps_per_epoch = math.ceil(len(pairs["train"][0]) / config.batch_size)
+    trainer = Trainer(captioner, config, pairs["train"][1].shape[1], total_steps=config.epochs * steps_per_epoch)
     history, start_epoch, best_score = [], 0, -math.inf
     if resuming:
         state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables)
@@ -224,12 +234,13 @@ def train(config: Config, resume: bool = False) -> Path:
 
     started = time.time()
     for epoch in range(start_epoch, config.epochs):
+        epoch_started = time.time()
         print(f"Epoch {epoch + 1}/{config.epochs}")
         row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
         row["val_loss"] = trainer.validation_loss(features["val"], *pairs["val"])
         validation_captions = caption_features(captioner, features["val"], config.validation_beam)
         row.update({f"val_{k}": v for k, v in score_captions(validation_captions, splits["val"]).items()})
-        row["seconds"] = time.time() - started
+        row["epoch_seconds"] = time.time() - epoch_started
         history.append(row)
         _write_log(run_dir, history)
 
@@ -237,11 +248,11 @@ def train(config: Config, resume: bool = False) -> Path:
         if improved:
             best_score = row[f"val_{BEST_METRIC}"]
         state = {"epoch": epoch, "best_score": best_score, "history": history}
-        save_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables, state)
-        if improved:
+        if improved:  # before `last`: a run killed in between redoes this epoch rather than lose its best
             save_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables(), [], state)
             with atomic_path(run_dir / BEST_MODEL) as temporary:
                 captioner.save(temporary)
+        save_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables, state)
         done = epoch + 1 - start_epoch
         remaining = (time.time() - started) / done * (config.epochs - epoch - 1)
         summary = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float))

@@ -84,16 +84,31 @@ def test_predict_refuses_a_missing_model(tmp_path, capsys):
     assert "none.keras" in capsys.readouterr().err
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from captioner import training
+
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(straight)]) == 0
-    assert train.main(TINY_RUN + ["--epochs", "1", "--run-dir", str(interrupted)]) == 0
-    assert train.main(["--resume", "--epochs", "2", "--run-dir", str(interrupted)]) == 0
+
+    real_save = training.save_checkpoint
+
+    def save_then_interrupt(path, *args, **kwargs):  # Ctrl-C right after the first epoch's last checkpoint
+        real_save(path, *args, **kwargs)
+        if str(path).endswith(training.LAST_CHECKPOINT):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(interrupted)]) == 130
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1]
+
+    assert train.main(["--resume", "--run-dir", str(interrupted)]) == 0
     rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
     a = np.load(straight / "checkpoints/last.npz")
     b = np.load(interrupted / "checkpoints/last.npz")
-    model_keys = [k for k in a.files if k.startswith(("model/", "optimizer/"))]
-    assert model_keys
-    for key in model_keys:
+    keys = [k for k in a.files if k.startswith(("model/", "optimizer/"))]
+    assert keys
+    for key in keys:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
