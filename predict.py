@@ -12,10 +12,9 @@ captioned, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
+from captioner.quiet import import_tensorflow_quietly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import_tensorflow_quietly()
     from captioner.images import expand_inputs
     from captioner.inference import caption_files, result_json, write_overlay
     from captioner.model import load_captioner

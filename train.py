@@ -10,11 +10,10 @@ Options left out take the dataset's defaults (captioner/config.py: Config and DA
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
+from captioner.quiet import import_tensorflow_quietly
 
 # flag -> Config field, for the flags that map one to one
 FIELDS = {
@@ -110,6 +109,7 @@ def config_from_args(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import_tensorflow_quietly()
     from captioner.encoder import WeightsUnavailableError
     from captioner.training import train
 
