@@ -14,10 +14,15 @@ import sys
 from pathlib import Path
 
 from captioner.quiet import import_tensorflow_quietly
+from captioner.readers import DATASETS as FILE_DATASETS
+
+DATASETS = ("synthetic",) + FILE_DATASETS
 
 # flag -> Config field, for the flags that map one to one
 FIELDS = {
     "data_dir": "data_dir",
+    "max_train_images": "max_train_images",
+    "feature_cache": "feature_cache",
     "train_scenes": "synthetic_train_scenes",
     "val_scenes": "synthetic_val_scenes",
     "test_scenes": "synthetic_test_scenes",
@@ -39,15 +44,19 @@ FIELDS = {
     "seed": "seed",
     "run_dir": "run_dir",
 }
-POSITIVE = ("train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
+POSITIVE = ("max_train_images", "train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
             "batch_size", "max_length", "min_word_count")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--dataset", default="synthetic", choices=["synthetic"])
-    add("--data-dir", help="where the dataset lives")
+    add("--dataset", default="synthetic", choices=DATASETS,
+        help="synthetic (built in), flickr8k (official or Kaggle layout), flickr30k/karpathy (Karpathy JSON), "
+             "coco (captions_*2014.json), csv (image,caption[,split])")
+    add("--data-dir", help="the dataset's folder (or the CSV / JSON file)")
+    add("--max-train-images", type=int, help="use only the first N training images")
+    add("--feature-cache", help="where encoder features are cached (~/.cache/captioner/features)")
     add("--train-scenes", type=int, help="synthetic training scenes (4000)")
     add("--val-scenes", type=int, help="synthetic validation scenes (200)")
     add("--test-scenes", type=int, help="synthetic test scenes (200)")

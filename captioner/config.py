@@ -14,6 +14,8 @@ class Config:
     synthetic_train_scenes: int = 4000
     synthetic_val_scenes: int = 200
     synthetic_test_scenes: int = 200
+    max_train_images: int | None = None  # use only the first N training images (quick experiments)
+    feature_cache: str | None = None  # default: $CAPTIONER_CACHE/features or ~/.cache/captioner/features
     max_length: int = 20  # words per caption; longer ones are cut
     min_word_count: int = 1  # rarer words become <unk>
 
@@ -83,7 +85,13 @@ class Config:
 # last block mixes the whole image into every grid cell and attention then fails to find the
 # shapes, so the demo cuts at a middle block (14x14x576 at 224 px; see docs/synthetic.md).
 # A smaller decoder and a higher learning rate fit its 5-minute budget on 2 CPU cores.
+REAL_PHOTOS = dict(min_word_count=5, epochs=10)
 DATASET_DEFAULTS = {
+    "flickr8k": REAL_PHOTOS,
+    "flickr30k": REAL_PHOTOS,
+    "karpathy": REAL_PHOTOS,
+    "coco": REAL_PHOTOS,
+    "csv": dict(min_word_count=2, epochs=10),
     "synthetic": dict(
         encoder_layer="block_13_expand_relu",
         units=256,

@@ -25,7 +25,9 @@ import tensorflow as tf
 from captioner import metrics
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import Config
+from captioner import pipeline
 from captioner.datasets import Split, load_splits
+from captioner.features import DEFAULT_CACHE, FeatureStore
 from captioner.io_utils import atomic_path, atomic_write_text
 from captioner.model import Captioner
 from captioner.overlay import draw_overlay
@@ -69,17 +71,36 @@ def extract_features(captioner: Captioner, images: np.ndarray, description: str)
     return np.concatenate(chunks)
 
 
+def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config):
+    """Features of every split: computed in memory for synthetic scenes, else through the disk cache.
+
+    Images that cannot be read are reported once each and left out of their split.
+    """
+    features = {}
+    store = None
+    for name, split in list(splits.items()):
+        if not len(split):
+            features[name] = np.zeros((0, *captioner.feature_shape), np.float16)
+            continue
+        if split.images is not None:
+            features[name] = extract_features(captioner, split.images, name)
+            continue
+        store = store or FeatureStore(config.feature_cache or DEFAULT_CACHE, captioner.encoder)
+        failed = store.extract_missing(split.paths, f"{name} images")
+        if failed:
+            print(f"{len(failed)} {name} images could not be read and are left out")
+            splits[name] = split = split.without(failed)
+        features[name] = store.view(split.paths)
+    if store is not None:
+        print(f"Feature cache: {store.directory} ({store.size_on_disk() / 2**20:.0f} MiB)")
+    return splits, features
+
+
 def caption_pairs(split: Split, vocabulary: Vocabulary, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Every (image index, caption ids) pair of a split; ids (P, max_length + 2), padded with 0."""
     image_index = np.array([i for i, refs in enumerate(split.captions) for _ in refs], dtype=np.int64)
     token_ids = vocabulary.encode_batch([c for refs in split.captions for c in refs], max_length)
     return image_index, token_ids
-
-
-def trim_padding(pairs: dict) -> dict:
-    """Cut every split's ids to the longest caption of all splits: no step is spent on padding only."""
-    longest = max(int((ids != 0).sum(axis=1).max()) for _, ids in pairs.values())
-    return {name: (index, ids[:, :longest]) for name, (index, ids) in pairs.items()}
 
 
 def learning_rate_schedule(config: Config, total_steps: int):
@@ -94,17 +115,28 @@ def learning_rate_schedule(config: Config, total_steps: int):
 class Trainer:
     """Holds the model, optimizer and compiled steps; `train()` below drives it."""
 
-    def __init__(self, captioner: Captioner, config: Config, token_length: int, total_steps: int = 1):
+    def __init__(self, captioner: Captioner, config: Config, total_steps: int = 1):
         self.captioner = captioner
         self.config = config
         self.decoder = captioner.decoder
         self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, total_steps))
         self.optimizer.build(self.decoder.trainable_variables)
-        locations, size = captioner.feature_shape
-        # Any batch size, one trace. The caption length is fixed because the decoder unrolls over it.
-        signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32)]
-        self.train_step = tf.function(self._train_step, input_signature=signature)
-        self.eval_step = tf.function(self._eval_step, input_signature=signature)
+        self._compiled = {}  # (step, caption length) -> tf.function; the decoder unrolls over the length
+
+    def _compiled_step(self, step, token_length: int):
+        key = (step.__name__, token_length)
+        if key not in self._compiled:
+            locations, size = self.captioner.feature_shape
+            signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32)]
+            self._compiled[key] = tf.function(step, input_signature=signature)
+        return self._compiled[key]
+
+    def train_step(self, features, token_ids):
+        """One optimizer step on a batch; returns loss, cross-entropy, attention penalty, gradient norm."""
+        return self._compiled_step(self._train_step, token_ids.shape[1])(features, token_ids)
+
+    def eval_step(self, features, token_ids):
+        return self._compiled_step(self._eval_step, token_ids.shape[1])(features, token_ids)
 
     def _train_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
@@ -127,29 +159,24 @@ class Trainer:
         return self.decoder.variables
 
     def run_epoch(self, features, image_index, token_ids, epoch: int) -> dict[str, float]:
-        # The order depends only on (seed, epoch), so a resumed run sees the same batches.
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(image_index))
-        batch_size = self.config.batch_size
-        steps = math.ceil(len(order) / batch_size)
-        progress = keras.utils.Progbar(steps, stateful_metrics=["loss", "xent", "attn"])
-        totals = np.zeros(3)
-        for step in range(steps):
-            batch = order[step * batch_size : (step + 1) * batch_size]
-            loss, cross_entropy, penalty, _ = self.train_step(features[image_index[batch]].astype(np.float32), token_ids[batch])
+        batches = pipeline.epoch_batches(token_ids, self.config.batch_size, self.config.seed, epoch)
+        progress = keras.utils.Progbar(len(batches), stateful_metrics=["loss", "xent", "attn"])
+        totals, captions = np.zeros(3), 0
+        for step, (batch_features, batch_ids) in enumerate(pipeline.make_dataset(features, image_index, token_ids, batches)):
+            loss, cross_entropy, penalty, _ = self.train_step(batch_features, batch_ids)
             totals += [float(loss), float(cross_entropy), float(penalty)]
+            captions += int(batch_ids.shape[0])
             mean = totals / (step + 1)
             progress.update(step + 1, [("loss", mean[0]), ("xent", mean[1]), ("attn", mean[2])])
-        return {"train_loss": totals[0] / steps, "train_cross_entropy": totals[1] / steps}
+        return {"train_loss": totals[0] / len(batches), "train_cross_entropy": totals[1] / len(batches), "captions": captions}
 
     def validation_loss(self, features, image_index, token_ids) -> float:
-        batch_size = self.config.batch_size
-        losses, weights = [], []
-        for start in range(0, len(image_index), batch_size):
-            rows = slice(start, start + batch_size)
-            loss, _, _ = self.eval_step(features[image_index[rows]].astype(np.float32), token_ids[rows])
-            losses.append(float(loss))
-            weights.append(min(batch_size, len(image_index) - start))
-        return float(np.average(losses, weights=weights))
+        batches = pipeline.sequential_batches(len(image_index), self.config.batch_size)
+        losses, sizes = [], []
+        for batch_features, batch_ids in pipeline.make_dataset(features, image_index, token_ids, batches):
+            losses.append(float(self.eval_step(batch_features, batch_ids)[0]))
+            sizes.append(int(batch_ids.shape[0]))
+        return float(np.average(losses, weights=sizes))
 
 
 def caption_features(captioner: Captioner, features: np.ndarray, beam_size: int = 1, batch_size: int = 100):
@@ -221,11 +248,11 @@ def train(config: Config, resume: bool = False) -> Path:
 
     captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
     captioner.build()
-    features = {name: extract_features(captioner, split.images, name) for name, split in splits.items()}
-    pairs = trim_padding({name: caption_pairs(split, vocabulary, config.max_length) for name, split in splits.items()})
+    splits, features = encode_splits(captioner, splits, config)
+    pairs = {name: caption_pairs(split, vocabulary, config.max_length) for name, split in splits.items()}
 
     steps_per_epoch = math.ceil(len(pairs["train"][0]) / config.batch_size)
-    trainer = Trainer(captioner, config, pairs["train"][1].shape[1], total_steps=config.epochs * steps_per_epoch)
+    trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch)
     history, start_epoch, best_score = [], 0, -math.inf
     if resuming:
         state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables)
@@ -237,6 +264,8 @@ def train(config: Config, resume: bool = False) -> Path:
         epoch_started = time.time()
         print(f"Epoch {epoch + 1}/{config.epochs}")
         row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
+        row["train_seconds"] = time.time() - epoch_started
+        row["captions_per_second"] = row["captions"] / row["train_seconds"]
         row["val_loss"] = trainer.validation_loss(features["val"], *pairs["val"])
         validation_captions = caption_features(captioner, features["val"], config.validation_beam)
         row.update({f"val_{k}": v for k, v in score_captions(validation_captions, splits["val"]).items()})
@@ -262,14 +291,21 @@ def train(config: Config, resume: bool = False) -> Path:
         print("No epoch ran; nothing to evaluate.")
         return run_dir
     load_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables())
+    test = splits["test"]
+    if not len(test):
+        print("No test split: skipping the test evaluation.")
+        return run_dir
     test_captions = caption_features(captioner, features["test"], beam_size=1)
-    test_scores = score_captions(test_captions, splits["test"])
-    atomic_write_text(run_dir / "test_metrics.json", json.dumps({"split": "test", "decoding": "greedy", **test_scores}, indent=2))
+    test_scores = score_captions(test_captions, test)
+    report = {"split": "test", "images": len(test), "decoding": "greedy", "bleu": "nltk corpus_bleu", **test_scores}
+    atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
     print("Test (greedy, best checkpoint): " + "  ".join(f"{k} {v:.4f}" for k, v in test_scores.items()))
-    for index in range(min(OVERLAY_EXAMPLES, len(test_captions))):
+    size = captioner.encoder.image_size
+    for index in range(min(OVERLAY_EXAMPLES, len(test))):
         caption = test_captions[index]
-        draw_overlay(splits["test"].images[index], caption.words, caption.attention, run_dir / "overlays" / f"test_{index:03d}.png")
-    if splits["test"].scenes is not None:
-        _write_example_scenes(splits["test"], run_dir / "test_scenes")
+        print(f"  {test.paths[index] if test.paths else f'test scene {index}'}: {caption.text}")
+        draw_overlay(test.image(index, size), caption.words, caption.attention, run_dir / "overlays" / f"test_{index:03d}.png")
+    if test.scenes is not None:
+        _write_example_scenes(test, run_dir / "test_scenes")
     print(f"Model: {run_dir / BEST_MODEL}   overlays: {run_dir / 'overlays'}")
     return run_dir

@@ -57,7 +57,7 @@ def test_each_attention_score_trains_a_step(score):
     captioner = make_captioner(attention=score, feature_units=32, units=32)
     config = Config(learning_rate=3e-3, lr_schedule="constant", batch_size=3)
     features, tokens = _features_and_tokens(captioner)
-    trainer = Trainer(captioner, config, token_length=tokens.shape[1])
+    trainer = Trainer(captioner, config)
     before = [np.array(v) for v in captioner.decoder.trainable_variables]
     first = float(trainer.train_step(features, tokens)[0])
     for _ in range(10):

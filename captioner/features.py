@@ -1,0 +1,159 @@
+"""A disk cache of encoder features: extract once, reuse across runs, never load it all.
+
+Layout: CACHE/BACKBONE-LAYER-SIZE/shard-NNNNN.npy (float16, (n, L, D), memory-mapped) with
+shard-NNNNN.json beside it listing the image keys of its rows. An image's key is its
+absolute path, size and modification time, so an edited or replaced photo is encoded again.
+Shards are written whole and atomically; the index file is written last, so a shard cut
+short by a crash is never read. Only images missing from the cache are encoded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner.images import ImageError, load_image
+from captioner.io_utils import atomic_path, atomic_write_text
+
+SHARD_SIZE = 4096  # images per shard: an interrupted extraction loses at most this many
+BATCH = 32
+DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
+
+
+def image_key(path) -> str:
+    path = Path(path).resolve()
+    status = path.stat()
+    return f"{path}|{status.st_size}|{status.st_mtime_ns}"
+
+
+def _prefetch(pool, load, batches, ahead: int = 4):
+    """Decode the next few batches in threads while the current one is encoded; yields lists of images."""
+    pending = []
+    for batch in batches:
+        pending.append([pool.submit(load, path) for path in batch])
+        if len(pending) > ahead:
+            yield [future.result() for future in pending.pop(0)]
+    for futures in pending:
+        yield [future.result() for future in futures]
+
+
+class FeatureView:
+    """Rows of several memory-mapped shards, indexed like one (N, L, D) array."""
+
+    def __init__(self, shards: list[np.ndarray], shard_of: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]):
+        self.shards, self.shard_of, self.row_of = shards, shard_of, row_of
+        self.shape = (len(shard_of), *shape)
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        out = np.empty((len(index), *self.shape[1:]), dtype=np.float16)
+        shard_of = self.shard_of[index]
+        for shard in np.unique(shard_of):
+            where = shard_of == shard
+            rows = self.row_of[index[where]]
+            order = np.argsort(rows)  # sorted reads are kinder to the disk
+            out[np.flatnonzero(where)[order]] = self.shards[shard][rows[order]]
+        return out
+
+
+class FeatureStore:
+    def __init__(self, root, encoder):
+        self.encoder = encoder
+        self.directory = Path(root) / f"{encoder.backbone_name}-{encoder.layer_name}-{encoder.image_size}"
+        self.shards: list[np.ndarray] = []
+        self.location: dict[str, tuple[int, int]] = {}  # key -> (shard, row)
+        for index_file in sorted(self.directory.glob("shard-*.json")):
+            shard_file = index_file.with_suffix(".npy")
+            if not shard_file.exists():
+                continue
+            keys = json.loads(index_file.read_text())
+            array = np.load(shard_file, mmap_mode="r")
+            if len(array) != len(keys):
+                continue  # not ours, or damaged: encode those images again
+            for row, key in enumerate(keys):
+                self.location[key] = (len(self.shards), row)
+            self.shards.append(array)
+
+    def _write_shard(self, keys: list[str], features: np.ndarray) -> None:
+        number = len(list(self.directory.glob("shard-*.json")))
+        while (self.directory / f"shard-{number:05d}.json").exists():
+            number += 1
+        shard_file = self.directory / f"shard-{number:05d}.npy"
+        with atomic_path(shard_file) as temporary:
+            np.save(temporary, features)
+        atomic_write_text(shard_file.with_suffix(".json"), json.dumps(keys))
+        array = np.load(shard_file, mmap_mode="r")
+        for row, key in enumerate(keys):
+            self.location[key] = (len(self.shards), row)
+        self.shards.append(array)
+
+    def extract_missing(self, paths: list[Path], description: str = "images") -> set[Path]:
+        """Encode every image of `paths` not yet cached; returns the paths that could not be read."""
+        missing, failed, keys = [], set(), {}
+        for path in paths:
+            try:
+                keys[path] = image_key(path)
+            except OSError as error:
+                print(f"error: {path}: {error.strerror or error}", file=sys.stderr)
+                failed.add(path)
+                continue
+            if keys[path] not in self.location:
+                missing.append(path)
+        missing = list(dict.fromkeys(missing))
+        if not missing:
+            print(f"Features of {len(paths) - len(failed)} {description} found in {self.directory}")
+            return failed
+        print(f"Encoding {len(missing)} {description} into {self.directory}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        size = self.encoder.image_size
+        encode = tf.function(self.encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        progress = keras.utils.Progbar(len(missing), unit_name="image")
+
+        def load(path):
+            try:
+                return load_image(path, size)
+            except ImageError as error:
+                return error
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            for start in range(0, len(missing), SHARD_SIZE):
+                shard_paths = missing[start : start + SHARD_SIZE]
+                shard_keys, chunks = [], []
+                batches = [shard_paths[i : i + BATCH] for i in range(0, len(shard_paths), BATCH)]
+                for batch, loaded in zip(batches, _prefetch(pool, load, batches)):
+                    good = [(p, image) for p, image in zip(batch, loaded) if not isinstance(image, ImageError)]
+                    for image in loaded:
+                        if isinstance(image, ImageError):
+                            print(f"error: {image}", file=sys.stderr)
+                    failed.update(p for p, image in zip(batch, loaded) if isinstance(image, ImageError))
+                    if good:
+                        images = np.stack([image for _, image in good]).astype(np.float32)
+                        chunks.append(encode(images).numpy().astype(np.float16))
+                        shard_keys.extend(keys[p] for p, _ in good)
+                    progress.add(len(batch))
+                if chunks:
+                    self._write_shard(shard_keys, np.concatenate(chunks))
+        return failed
+
+    def view(self, paths: list[Path]) -> FeatureView:
+        locations = [self.location[image_key(p)] for p in paths]
+        rows, columns = self.encoder.grid
+        return FeatureView(
+            self.shards,
+            np.array([s for s, _ in locations], dtype=np.int64),
+            np.array([r for _, r in locations], dtype=np.int64),
+            (rows * columns, self.encoder.feature_size),
+        )
+
+    def size_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.directory.glob("shard-*"))

@@ -1,0 +1,56 @@
+"""Training batches: every (image, caption) pair once per epoch, similar lengths together.
+
+Pairs are shuffled, then sorted by caption length inside windows of `WINDOW_BATCHES`
+batches, cut into batches, and the batches shuffled again: each batch is padded only to
+its own longest caption (rounded up to a multiple of `LENGTH_STEP`, so the decoder is
+compiled for a handful of lengths rather than every one). The order depends only on the
+seed and the epoch, so a resumed run sees the same batches. A `tf.data` pipeline gathers
+the features (from memory or the memory-mapped cache) in a background thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+WINDOW_BATCHES = 50
+LENGTH_STEP = 4
+
+
+def padded_length(longest: int) -> int:
+    return -(-longest // LENGTH_STEP) * LENGTH_STEP
+
+
+def epoch_batches(token_ids: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Indices of the pairs in each batch of one epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    lengths = (token_ids != 0).sum(axis=1)
+    order = rng.permutation(len(token_ids))
+    batches = []
+    window = batch_size * WINDOW_BATCHES
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
+    return [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batches: list[np.ndarray]) -> tf.data.Dataset:
+    """(features (B, L, D) float32, token ids (B, T) int32) per batch, T padded per batch."""
+    locations, size = features.shape[1:]
+
+    def generate():
+        for batch in batches:
+            ids = token_ids[batch]
+            longest = padded_length(int((ids != 0).sum(axis=1).max()))
+            yield features[image_index[batch]].astype(np.float32), ids[:, :longest]
+
+    signature = (
+        tf.TensorSpec([None, locations, size], tf.float32),
+        tf.TensorSpec([None, None], tf.int32),
+    )
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
