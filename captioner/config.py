@@ -22,7 +22,7 @@ class Config:
     # encoder
     backbone: str = "mobilenet_v2"
     weights: str | None = "imagenet"  # None: random initialisation (tests)
-    image_size: int = 224
+    image_size: int | None = None  # None: the backbone's own (224 for MobileNetV2; 448 gives a 14x14 grid)
     encoder_layer: str | None = None  # None: the backbone's last convolutional block
 
     # decoder
@@ -45,6 +45,12 @@ class Config:
     validation_beam: int = 1  # beam size of the free-running validation captions
 
     run_dir: str | None = None
+
+    def __post_init__(self):
+        if self.image_size is None:
+            from captioner.encoder import default_image_size
+
+            self.image_size = default_image_size(self.backbone)
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> "Config":

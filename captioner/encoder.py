@@ -7,21 +7,39 @@ those L = 49 "annotation vectors".
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Callable
 
 import keras
 from keras import ops
 
-# name: (constructor, module with preprocess_input, default layer to cut at)
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    constructor: Callable  # keras.applications model
+    preprocessing: object  # the module whose preprocess_input the backbone was trained with
+    layer: str  # last convolutional block: the default place to cut
+    image_size: int  # the resolution it was trained at
+
+
+applications = keras.applications
 BACKBONES = {
-    "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2, "out_relu"),
-    "resnet50": (keras.applications.ResNet50, keras.applications.resnet50, "conv5_block3_out"),
-    "vgg16": (keras.applications.VGG16, keras.applications.vgg16, "block5_conv3"),
-    "vgg19": (keras.applications.VGG19, keras.applications.vgg19, "block5_conv4"),  # the paper's
-    "inception_v3": (keras.applications.InceptionV3, keras.applications.inception_v3, "mixed10"),
-    "efficientnet_b0": (keras.applications.EfficientNetB0, keras.applications.efficientnet, "top_activation"),
-    "densenet121": (keras.applications.DenseNet121, keras.applications.densenet, "relu"),
+    "mobilenet_v2": Backbone(applications.MobileNetV2, applications.mobilenet_v2, "out_relu", 224),
+    "efficientnet_b0": Backbone(applications.EfficientNetB0, applications.efficientnet, "top_activation", 224),
+    "efficientnet_b1": Backbone(applications.EfficientNetB1, applications.efficientnet, "top_activation", 240),
+    "efficientnet_b2": Backbone(applications.EfficientNetB2, applications.efficientnet, "top_activation", 260),
+    "efficientnet_b3": Backbone(applications.EfficientNetB3, applications.efficientnet, "top_activation", 300),
+    "resnet50": Backbone(applications.ResNet50, applications.resnet50, "conv5_block3_out", 224),
+    "resnet101": Backbone(applications.ResNet101, applications.resnet, "conv5_block3_out", 224),
+    "inception_v3": Backbone(applications.InceptionV3, applications.inception_v3, "mixed10", 299),
+    "vgg16": Backbone(applications.VGG16, applications.vgg16, "block5_conv3", 224),
+    "vgg19": Backbone(applications.VGG19, applications.vgg19, "block5_conv4", 224),  # the paper's: 14x14x512
+    "densenet121": Backbone(applications.DenseNet121, applications.densenet, "relu", 224),
 }
+
+
+def default_image_size(backbone: str) -> int:
+    return BACKBONES[backbone].image_size if backbone in BACKBONES else 224
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -31,7 +49,7 @@ class WeightsUnavailableError(RuntimeError):
 def _load_backbone(name: str, weights: str | None, image_size: int) -> keras.Model:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    constructor = BACKBONES[name][0]
+    constructor = BACKBONES[name].constructor
     try:
         return constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
     except Exception as error:  # keras raises plain Exception for a failed download
@@ -54,18 +72,18 @@ class Encoder(keras.layers.Layer):
         self,
         backbone: str = "mobilenet_v2",
         weights: str | None = "imagenet",
-        image_size: int = 224,
+        image_size: int | None = None,
         layer: str | None = None,
         trainable_backbone: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.backbone_name = backbone
-        self.image_size = image_size
-        self.layer_name = layer or BACKBONES.get(backbone, (None, None, None))[2]
+        self.image_size = image_size or default_image_size(backbone)
         self.trainable_backbone = trainable_backbone
-        full = _load_backbone(backbone, weights, image_size)
-        self.preprocess = BACKBONES[backbone][1].preprocess_input
+        full = _load_backbone(backbone, weights, self.image_size)
+        self.layer_name = layer or BACKBONES[backbone].layer
+        self.preprocess = BACKBONES[backbone].preprocessing.preprocess_input
         try:
             cut = full.get_layer(self.layer_name).output
         except ValueError as error:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from captioner.encoder import Encoder, WeightsUnavailableError
+from captioner.encoder import BACKBONES, Encoder, WeightsUnavailableError, default_image_size
 
 
 def test_random_backbone_gives_a_grid_of_features():
@@ -43,3 +43,14 @@ def test_failed_download_says_so_and_names_keras_home(monkeypatch, tmp_path):
     message = str(error.value)
     assert "KERAS_HOME" in message and str(tmp_path) in message and "\n" not in message
     assert "URL fetch failure" in message
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registered_backbone_cuts_at_a_spatial_grid(name):
+    size = 139 if name == "inception_v3" else 96  # Inception shrinks more: 96 px would leave one cell
+    encoder = Encoder(name, weights=None, image_size=size)
+    features = encoder(np.zeros((1, size, size, 3), np.float32))
+    rows, columns = encoder.grid
+    assert rows >= 2 and columns >= 2
+    assert features.shape == (1, rows * columns, encoder.feature_size)
+    assert default_image_size(name) >= 224
