@@ -43,6 +43,10 @@ class Config:
     clip_norm: float = 5.0
     seed: int = 0
     validation_beam: int = 1  # beam size of the free-running validation captions
+    best_metric: str = "cider"  # validation score that picks the best checkpoint: cider | bleu4 | exact_match
+    early_stopping_patience: int | None = 3  # stop after this many epochs without a better best_metric
+    lr_plateau_patience: int | None = 1  # halve the learning rate after this many epochs without one
+    lr_plateau_factor: float = 0.5
 
     run_dir: str | None = None
 
@@ -106,5 +110,6 @@ DATASET_DEFAULTS = {
         dropout=0.3,
         learning_rate=3e-3,
         epochs=7,
+        best_metric="exact_match",
     ),
 }

@@ -1,8 +1,10 @@
 """A disk cache of encoder features: extract once, reuse across runs, never load it all.
 
-Layout: CACHE/BACKBONE-LAYER-SIZE/shard-NNNNN.npy (float16, (n, L, D), memory-mapped) with
+Layout: CACHE/BACKBONE-LAYER-SIZE-WEIGHTS/shard-NNNNN.npy (float16, (n, L, D), memory-mapped) with
 shard-NNNNN.json beside it listing the image keys of its rows. An image's key is its
-absolute path, size and modification time, so an edited or replaced photo is encoded again.
+absolute path, size and modification time, so an edited or replaced photo is encoded again;
+WEIGHTS is a hash of the encoder's weights, so a fine-tuned or random encoder never reads
+features another one made.
 Shards are written whole and atomically; the index file is written last, so a shard cut
 short by a crash is never read. Only images missing from the cache are encoded.
 """
@@ -10,6 +12,7 @@ short by a crash is never read. Only images missing from the cache are encoded.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +28,13 @@ from captioner.io_utils import atomic_path, atomic_write_text
 SHARD_SIZE = 4096  # images per shard: an interrupted extraction loses at most this many
 BATCH = 32
 DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
+
+
+def weights_fingerprint(encoder) -> str:
+    digest = hashlib.sha1()
+    for weight in encoder.backbone.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:10]
 
 
 def image_key(path) -> str:
@@ -69,7 +79,8 @@ class FeatureView:
 class FeatureStore:
     def __init__(self, root, encoder):
         self.encoder = encoder
-        self.directory = Path(root) / f"{encoder.backbone_name}-{encoder.layer_name}-{encoder.image_size}"
+        name = f"{encoder.backbone_name}-{encoder.layer_name}-{encoder.image_size}-{weights_fingerprint(encoder)}"
+        self.directory = Path(root) / name
         self.shards: list[np.ndarray] = []
         self.location: dict[str, tuple[int, int]] = {}  # key -> (shard, row)
         for index_file in sorted(self.directory.glob("shard-*.json")):

@@ -36,6 +36,22 @@ def bleu_scores(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
         }
 
 
+def cider_d(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:
+    """CIDEr-D (pycocoevalcap's implementation) on our tokenizer's words: no Java needed.
+
+    Document frequencies come from the references given, as in the COCO evaluation.
+    """
+    import contextlib
+    import io
+
+    from pycocoevalcap.cider.cider import Cider
+
+    gts = {i: [" ".join(tokenize(r)) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        return float(Cider().compute_score(gts, res)[0])
+
+
 def exact_match(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:
     """Share of hypotheses equal, word for word, to one of their references."""
     hits = [list(h) in [tokenize(r) for r in refs] for h, refs in zip(hypotheses, references)]

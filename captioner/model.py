@@ -58,12 +58,17 @@ class Captioner(keras.Model):
         images, token_ids = inputs
         return self.decoder(self.encoder(images), token_ids, training=training)
 
-    def decode_features(self, features, beam_size: int = 1, max_length: int | None = None) -> list[Caption]:
-        """Captions for features (B, L, D) from `encoder`; beam_size 1 is greedy search."""
+    def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
+                        length_penalty: float = 0.0) -> list[Caption]:
+        """Captions for features (B, L, D) from `encoder`; beam_size 1 (without length penalty) is greedy search."""
         max_length = max_length or self.max_length
-        key = (beam_size, max_length)
+        key = (beam_size, max_length, length_penalty)
         if key not in self._decoders:
-            self._decoders[key] = tf.function(self._search_function(beam_size, max_length), reduce_retracing=True)
+            locations, size = self.feature_shape
+            self._decoders[key] = tf.function(
+                self._search_function(beam_size, max_length, length_penalty),
+                input_signature=[tf.TensorSpec([None, locations, size], tf.float32)],
+            )
         outputs = self._decoders[key](tf.convert_to_tensor(features, tf.float32))
         word_ids, weights = outputs[0].numpy(), outputs[1].numpy()
         scores = outputs[2].numpy() if len(outputs) > 2 else [None] * len(word_ids)
@@ -77,19 +82,21 @@ class Captioner(keras.Model):
             )
         return captions
 
-    def _search_function(self, beam_size: int, max_length: int):
+    def _search_function(self, beam_size: int, max_length: int, length_penalty: float):
         vocabulary = self.vocabulary
-        if beam_size == 1:
+        if beam_size == 1 and length_penalty == 0:
             return lambda features: greedy_search(
                 self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length
             )
         return lambda features: beam_search(
-            self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length, beam_size
+            self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length, beam_size,
+            length_penalty=length_penalty,
         )
 
-    def caption(self, images, beam_size: int = 1, max_length: int | None = None) -> list[Caption]:
+    def caption(self, images, beam_size: int = 1, max_length: int | None = None,
+                length_penalty: float = 0.0) -> list[Caption]:
         """Captions for images (B, S, S, 3) with RGB values in [0, 255]."""
-        return self.decode_features(self.encoder(images), beam_size, max_length)
+        return self.decode_features(self.encoder(images), beam_size, max_length, length_penalty)
 
     def get_config(self):
         return {

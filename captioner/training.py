@@ -37,8 +37,7 @@ EXTRACT_BATCH = 64
 LAST_CHECKPOINT = "checkpoints/last.npz"
 BEST_CHECKPOINT = "checkpoints/best.npz"
 BEST_MODEL = "best.keras"
-BEST_METRIC = "bleu4"
-OVERLAY_EXAMPLES = 4
+OVERLAY_EXAMPLES = 5
 
 
 def caption_loss(logits, targets, attention_weights, attention_lambda: float):
@@ -103,13 +102,29 @@ def caption_pairs(split: Split, vocabulary: Vocabulary, max_length: int) -> tupl
     return image_index, token_ids
 
 
-def learning_rate_schedule(config: Config, total_steps: int):
-    """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close)."""
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A base schedule times a scale that validation can lower (reduce-on-plateau)."""
+
+    def __init__(self, base, scale: tf.Variable):
+        self.base, self.scale = base, scale
+
+    def __call__(self, step):
+        base = self.base(step) if callable(self.base) else self.base
+        return tf.cast(base, tf.float32) * self.scale
+
+    def get_config(self):
+        return {}
+
+
+def learning_rate_schedule(config: Config, total_steps: int, scale: tf.Variable):
+    """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close); times `scale`."""
     if config.lr_schedule == "constant":
-        return config.learning_rate
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
-    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; use constant or cosine")
+        base = config.learning_rate
+    elif config.lr_schedule == "cosine":
+        base = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
+    else:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; use constant or cosine")
+    return ScaledSchedule(base, scale)
 
 
 class Trainer:
@@ -119,7 +134,9 @@ class Trainer:
         self.captioner = captioner
         self.config = config
         self.decoder = captioner.decoder
-        self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, total_steps))
+        self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")
+        self.schedule = learning_rate_schedule(config, total_steps, self.lr_scale)
+        self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
         self.optimizer.build(self.decoder.trainable_variables)
         self._compiled = {}  # (step, caption length) -> tf.function; the decoder unrolls over the length
 
@@ -179,17 +196,21 @@ class Trainer:
         return float(np.average(losses, weights=sizes))
 
 
-def caption_features(captioner: Captioner, features: np.ndarray, beam_size: int = 1, batch_size: int = 100):
+def caption_features(captioner: Captioner, features, beam_size: int = 1, batch_size: int = 100,
+                     length_penalty: float = 0.0):
+    """Free-running captions for features (N, L, D), in batches (features may be a memory-mapped view)."""
     captions = []
     for start in range(0, len(features), batch_size):
-        captions.extend(captioner.decode_features(features[start : start + batch_size], beam_size=beam_size))
+        batch = np.asarray(features[start : start + batch_size], dtype=np.float32)
+        captions.extend(captioner.decode_features(batch, beam_size=beam_size, length_penalty=length_penalty))
     return captions
 
 
 def score_captions(captions, split: Split) -> dict[str, float]:
-    """BLEU-1..4 (nltk corpus BLEU) and, for synthetic scenes, exact match and attention grounding."""
+    """BLEU-1..4 (nltk corpus BLEU), CIDEr-D and, for synthetic scenes, exact match and attention grounding."""
     hypotheses = [c.words for c in captions]
     scores = metrics.bleu_scores(hypotheses, split.captions)
+    scores["cider"] = metrics.cider_d(hypotheses, split.captions)
     if split.scenes is not None:
         scores["exact_match"] = metrics.exact_match(hypotheses, split.captions)
         scores.update(metrics.attention_grounding(captions, split.scenes))
@@ -253,11 +274,18 @@ def train(config: Config, resume: bool = False) -> Path:
 
     steps_per_epoch = math.ceil(len(pairs["train"][0]) / config.batch_size)
     trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch)
-    history, start_epoch, best_score = [], 0, -math.inf
+    history, start_epoch, best_score, best_epoch = [], 0, -math.inf, -1
     if resuming:
         state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables)
         history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
+        best_epoch = state["best_epoch"]
+        trainer.lr_scale.assign(state["lr_scale"])
         print(f"Resumed from {run_dir / LAST_CHECKPOINT} after epoch {start_epoch}")
+        if state["stopped"]:
+            print("That run had stopped early; nothing more to train.")
+            start_epoch = config.epochs
+    best_key = f"val_{config.best_metric}"
+    tensorboard = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
 
     started = time.time()
     for epoch in range(start_epoch, config.epochs):
@@ -269,14 +297,28 @@ def train(config: Config, resume: bool = False) -> Path:
         row["val_loss"] = trainer.validation_loss(features["val"], *pairs["val"])
         validation_captions = caption_features(captioner, features["val"], config.validation_beam)
         row.update({f"val_{k}": v for k, v in score_captions(validation_captions, splits["val"]).items()})
+        row["learning_rate"] = float(trainer.schedule(trainer.optimizer.iterations))
         row["epoch_seconds"] = time.time() - epoch_started
+        if best_key not in row:
+            raise ValueError(f"best_metric {config.best_metric!r} is not measured here; choose from "
+                             f"{', '.join(k[4:] for k in row if k.startswith('val_'))}")
         history.append(row)
         _write_log(run_dir, history)
+        with tensorboard.as_default():
+            for key, value in row.items():
+                tf.summary.scalar(key, value, step=epoch + 1)
+        tensorboard.flush()
 
-        improved = row[f"val_{BEST_METRIC}"] > best_score
+        improved = row[best_key] > best_score
         if improved:
-            best_score = row[f"val_{BEST_METRIC}"]
-        state = {"epoch": epoch, "best_score": best_score, "history": history}
+            best_score, best_epoch = row[best_key], epoch
+        stale = epoch - best_epoch  # epochs since the best one
+        if config.lr_plateau_patience and stale and stale % config.lr_plateau_patience == 0:
+            trainer.lr_scale.assign(trainer.lr_scale * config.lr_plateau_factor)
+            print(f"  no better {config.best_metric} for {stale} epoch(s): learning rate x{config.lr_plateau_factor}")
+        stop = bool(config.early_stopping_patience and stale >= config.early_stopping_patience)
+        state = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+                 "lr_scale": float(trainer.lr_scale.numpy()), "stopped": stop, "history": history}
         if improved:  # before `last`: a run killed in between redoes this epoch rather than lose its best
             save_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables(), [], state)
             with atomic_path(run_dir / BEST_MODEL) as temporary:
@@ -286,6 +328,9 @@ def train(config: Config, resume: bool = False) -> Path:
         remaining = (time.time() - started) / done * (config.epochs - epoch - 1)
         summary = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float))
         print(f"  {summary}{'  (best)' if improved else ''}  ETA {_format_duration(remaining)}")
+        if stop:
+            print(f"Early stop: no better {config.best_metric} for {stale} epochs (best: epoch {best_epoch + 1})")
+            break
 
     if not (run_dir / BEST_CHECKPOINT).exists():
         print("No epoch ran; nothing to evaluate.")

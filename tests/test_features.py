@@ -34,6 +34,7 @@ def test_features_match_the_encoder_and_survive_a_new_store(tmp_path, encoder, i
 
     class MustNotEncode:  # the same encoder, except that encoding anything fails the test
         grid, feature_size, image_size = encoder.grid, encoder.feature_size, encoder.image_size
+        backbone_name, layer_name, backbone = encoder.backbone_name, encoder.layer_name, encoder.backbone
 
         def __call__(self, images):
             raise AssertionError("a cached image was encoded again")
@@ -76,3 +77,8 @@ def test_a_shard_without_its_index_is_ignored(tmp_path, encoder, images):
     assert fresh.location == {}
     fresh.extract_missing(images)
     assert len(fresh.view(images)) == 3
+
+
+def test_encoders_with_other_weights_do_not_share_features(tmp_path, encoder, images):
+    other = Encoder("mobilenet_v2", weights=None, image_size=SIZE)  # same architecture, new random weights
+    assert FeatureStore(tmp_path, encoder).directory != FeatureStore(tmp_path, other).directory
