@@ -22,6 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
     parser.add_argument("--model", required=True, help="a .keras file written by train.py (best.keras)")
     parser.add_argument("--beam", type=int, default=1, help="beam size; 1 is greedy search")
+    parser.add_argument("--length-penalty", type=float, default=0.0,
+                        help="beam search ranks by log p / length ** this (0: plain log probability)")
     parser.add_argument("--max-length", type=int, default=None, help="most words per caption")
     parser.add_argument("--json", action="store_true", help="JSON lines with per-word attention grids")
     parser.add_argument("--overlay-dir", default=None, help="write one attention overlay PNG per image here")
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     for message in input_errors:
         print(f"error: {message}", file=sys.stderr)
     failures = len(input_errors)
-    for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size)):
+    for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size, args.length_penalty)):
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
             failures += 1

@@ -25,7 +25,7 @@ class Result:
 
 
 def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
-                  batch_size: int = 16) -> Iterator[Result]:
+                  batch_size: int = 16, length_penalty: float = 0.0) -> Iterator[Result]:
     """One Result per path, in order; a bad file gives a Result with `error` and the others go on."""
     size = captioner.encoder.image_size
     for start in range(0, len(paths), batch_size):
@@ -38,7 +38,7 @@ def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, ma
                 continue
             results.append(Result(path, image=image))
             images.append(image)
-        captions = iter(captioner.caption(np.stack(images), beam_size, max_length) if images else [])
+        captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty) if images else [])
         for result in results:
             if result.error is None:
                 result.caption = next(captions)

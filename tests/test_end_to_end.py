@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,11 +31,11 @@ def trained_run(tmp_path_factory):
 
 def test_training_writes_a_complete_run_directory(trained_run):
     for name in ("config.json", "vocabulary.json", "metrics.csv", "metrics.jsonl", "best.keras",
-                 "checkpoints/last.npz", "checkpoints/best.npz", "test_metrics.json"):
+                 "checkpoints/last.npz", "checkpoints/best.npz", "test_metrics.json", "tensorboard"):
         assert (trained_run / name).exists(), name
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
-    assert {"train_loss", "val_loss", "val_bleu4", "val_exact_match"} <= set(rows[0])
+    assert {"train_loss", "val_loss", "val_bleu4", "val_cider", "val_exact_match", "learning_rate"} <= set(rows[0])
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert list((trained_run / "overlays").glob("*.png"))
 
@@ -112,3 +113,22 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert keys
     for key in keys:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_evaluate_scores_a_split_and_writes_coco_results(trained_run, tmp_path, capsys):
+    from captioner import evaluate
+
+    fixture = Path(__file__).resolve().parent.parent / "data" / "fixtures" / "flickr8k"
+    out = tmp_path / "eval"
+    status = evaluate.main(["--model", str(trained_run / "best.keras"), "--dataset", "flickr8k", "--data-dir",
+                            str(fixture), "--split", "val", "--beam", "2", "--out", str(out),
+                            "--feature-cache", str(tmp_path / "cache")])
+    assert status == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["images"] == 1 and scores["decoding"] == "beam 2"
+    for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "nltk BLEU-4"):
+        assert name in scores
+    results = json.loads((out / "captions.json").read_text())
+    assert results == [{"image_id": "green.jpg", "caption": results[0]["caption"]}]
+    table = capsys.readouterr().out
+    assert "CIDEr-D" in table and "nltk corpus_bleu" in table

@@ -1,0 +1,37 @@
+import pytest
+
+from captioner import metrics
+from captioner.coco_metrics import coco_scores, java_available
+from captioner.vocabulary import tokenize
+
+REFERENCES = {
+    "a.jpg": ["A dog runs on the grass.", "a brown dog running across a field", "The dog is running"],
+    "b.jpg": ["Two men play football in a park", "men playing soccer", "two people kick a ball"],
+}
+
+
+def test_perfect_captions_score_higher_than_poor_ones_without_java():
+    perfect = {k: v[0] for k, v in REFERENCES.items()}
+    poor = {"a.jpg": "a cat sleeps on a sofa", "b.jpg": "a plate of food"}
+    good_scores = coco_scores(REFERENCES, perfect, use_java=False)
+    poor_scores = coco_scores(REFERENCES, poor, use_java=False)
+    for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D"):
+        assert good_scores[name] > poor_scores[name], name
+    assert good_scores["BLEU-1"] == pytest.approx(1.0)
+    assert "METEOR" in good_scores["unavailable"] and "Java" in good_scores["unavailable"]["METEOR"]
+    assert good_scores["tokenizer"].startswith("captioner")
+
+
+def test_our_cider_matches_the_coco_toolkit_on_the_same_tokens():
+    hypotheses = {"a.jpg": "a dog running on grass", "b.jpg": "two men play soccer"}
+    coco = coco_scores(REFERENCES, hypotheses, use_java=False, meteor=False)["CIDEr-D"]
+    ours = metrics.cider_d([tokenize(h) for h in hypotheses.values()], list(REFERENCES.values()))
+    assert ours == pytest.approx(coco)
+
+
+@pytest.mark.skipif(not java_available(), reason="METEOR and the PTB tokenizer need Java")
+def test_with_java_all_metrics_are_there():
+    scores = coco_scores(REFERENCES, {"a.jpg": "a dog runs on the grass", "b.jpg": "men playing soccer"})
+    for name in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"):
+        assert 0.0 < scores[name], name
+    assert "unavailable" not in scores and scores["tokenizer"].startswith("PTBTokenizer")
