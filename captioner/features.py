@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -129,6 +130,7 @@ class FeatureStore:
         size = self.encoder.image_size
         encode = tf.function(self.encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
         progress = keras.utils.Progbar(len(missing), unit_name="image")
+        started = time.perf_counter()
 
         def load(path):
             try:
@@ -154,6 +156,8 @@ class FeatureStore:
                     progress.add(len(batch))
                 if chunks:
                     self._write_shard(shard_keys, np.concatenate(chunks))
+        seconds = time.perf_counter() - started
+        print(f"Encoded {len(missing)} images in {seconds:.0f} s ({len(missing) / seconds:.0f} images/s)")
         return failed
 
     def view(self, paths: list[Path]) -> FeatureView:
