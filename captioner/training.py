@@ -27,6 +27,7 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import Config
 from captioner import pipeline
 from captioner.datasets import Split, load_splits
+from captioner.evaluate import evaluate_captions, format_table
 from captioner.features import DEFAULT_CACHE, FeatureStore
 from captioner.io_utils import atomic_path, atomic_write_text
 from captioner.model import Captioner
@@ -341,10 +342,17 @@ def train(config: Config, resume: bool = False) -> Path:
         print("No test split: skipping the test evaluation.")
         return run_dir
     test_captions = caption_features(captioner, features["test"], beam_size=1)
-    test_scores = score_captions(test_captions, test)
-    report = {"split": "test", "images": len(test), "decoding": "greedy", "bleu": "nltk corpus_bleu", **test_scores}
+    test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluate
+    if test.scenes is not None:
+        test_scores["exact_match"] = metrics.exact_match([c.words for c in test_captions], test.captions)
+        test_scores.update(metrics.attention_grounding(test_captions, test.scenes))
+    report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
     atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
-    print("Test (greedy, best checkpoint): " + "  ".join(f"{k} {v:.4f}" for k, v in test_scores.items()))
+    atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
+    print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
+    if test.scenes is not None:
+        print("  ".join(f"{k} {test_scores[k]:.4f}" for k in ("exact_match", "grounding", "grounding_chance",
+                                                             "grounding_ratio")))
     size = captioner.encoder.image_size
     for index in range(min(OVERLAY_EXAMPLES, len(test))):
         caption = test_captions[index]

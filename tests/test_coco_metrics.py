@@ -35,3 +35,25 @@ def test_with_java_all_metrics_are_there():
     for name in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"):
         assert 0.0 < scores[name], name
     assert "unavailable" not in scores and scores["tokenizer"].startswith("PTBTokenizer")
+
+
+@pytest.mark.parametrize("use_java", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not java_available(), reason="the PTB tokenizer needs Java"))])
+def test_known_answers_identical_and_disjoint(use_java):
+    references = {"x": ["the cat sat on the mat today"], "y": ["a dog ran across the green park"]}
+    identical = coco_scores(references, {k: v[0] for k, v in references.items()}, use_java=use_java, meteor=False)
+    for n in range(1, 5):
+        assert identical[f"BLEU-{n}"] == pytest.approx(1.0, abs=1e-6)
+    assert identical["ROUGE-L"] == pytest.approx(1.0)
+    disjoint = coco_scores(references, {"x": "zebra zebra zebra", "y": "quantum flux capacitor"},
+                           use_java=use_java, meteor=False)
+    for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D"):
+        assert disjoint[name] == pytest.approx(0.0, abs=1e-6), name
+
+
+def test_nltk_bleu_known_answers():
+    references = [["the cat sat on the mat today"], ["a dog ran across the green park"]]
+    same = metrics.bleu_scores([r[0].split() for r in references], references)
+    assert all(same[f"bleu{n}"] == pytest.approx(1.0) for n in range(1, 5))
+    disjoint = metrics.bleu_scores([["zebra"] * 3, ["quantum", "flux", "capacitor"]], references)
+    assert all(disjoint[f"bleu{n}"] == 0.0 for n in range(1, 5))

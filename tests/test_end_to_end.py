@@ -31,13 +31,17 @@ def trained_run(tmp_path_factory):
 
 def test_training_writes_a_complete_run_directory(trained_run):
     for name in ("config.json", "vocabulary.json", "metrics.csv", "metrics.jsonl", "best.keras",
-                 "checkpoints/last.npz", "checkpoints/best.npz", "test_metrics.json", "tensorboard"):
+                 "checkpoints/last.npz", "checkpoints/best.npz", "test_metrics.json", "test_captions.json",
+                 "tensorboard"):
         assert (trained_run / name).exists(), name
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
     assert {"train_loss", "val_loss", "val_bleu4", "val_cider", "val_exact_match", "learning_rate"} <= set(rows[0])
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert list((trained_run / "overlays").glob("*.png"))
+    test = json.loads((trained_run / "test_metrics.json").read_text())
+    for name in ("BLEU-4", "CIDEr-D", "ROUGE-L", "exact_match", "grounding_ratio"):
+        assert name in test
 
 
 def test_predict_captions_files_writes_overlays_and_reports_a_bad_file(trained_run, tmp_path, capsys):
