@@ -63,7 +63,12 @@ def main(argv=None) -> int:
             continue
         print(result_json(result, captioner) if args.json else f"{result.path}: {result.caption.text}", flush=True)
         if args.overlay_dir:
-            write_overlay(result, args.overlay_dir, index, style=args.overlay_style)
+            try:
+                write_overlay(result, args.overlay_dir, index, style=args.overlay_style)
+            except OSError as error:  # disk full, no permission: say so and go on with the captions
+                print(f"error: {error.filename or args.overlay_dir}: overlay not written ({error.strerror or error})",
+                      file=sys.stderr)
+                failures += 1
     if failures:
         print(f"{failures} input(s) failed, {len(paths) + len(input_errors) - failures} captioned", file=sys.stderr)
     return 1 if failures else 0

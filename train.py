@@ -122,12 +122,24 @@ def main(argv=None) -> int:
     from captioner.encoder import WeightsUnavailableError
     from captioner.training import train
 
+    from captioner.encoder import BACKBONES
+    from captioner.training import TrainingDiverged
+
+    if args.backbone is not None and args.backbone not in BACKBONES:
+        print(f"error: unknown backbone {args.backbone!r}; choose one of {', '.join(BACKBONES)}", file=sys.stderr)
+        return 2
     config = config_from_args(args)
     try:
         train(config, resume=args.resume)
     except (WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except OSError as error:  # disk full, permissions: checkpoints are written atomically, the old ones stay
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python train.py --resume --run-dir {config.run_dir}", file=sys.stderr)
         return 130

@@ -117,6 +117,10 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {}
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
 def learning_rate_schedule(config: Config, total_steps: int, scale: tf.Variable):
     """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close); times `scale`."""
     if config.lr_schedule == "constant":
@@ -182,6 +186,9 @@ class Trainer:
         totals, captions = np.zeros(3), 0
         for step, (batch_features, batch_ids) in enumerate(pipeline.make_dataset(features, image_index, token_ids, batches)):
             loss, cross_entropy, penalty, _ = self.train_step(batch_features, batch_ids)
+            if not np.isfinite(float(loss)):
+                # The step already spoiled the weights in memory; the checkpoints on disk are from before it.
+                raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
             totals += [float(loss), float(cross_entropy), float(penalty)]
             captions += int(batch_ids.shape[0])
             mean = totals / (step + 1)
@@ -292,7 +299,12 @@ def train(config: Config, resume: bool = False) -> Path:
     for epoch in range(start_epoch, config.epochs):
         epoch_started = time.time()
         print(f"Epoch {epoch + 1}/{config.epochs}")
-        row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
+        try:
+            row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
+        except TrainingDiverged as error:
+            last = run_dir / LAST_CHECKPOINT
+            kept = f"the last good checkpoint, {last}, is untouched" if last.exists() else "no epoch had finished"
+            raise TrainingDiverged(f"{error}; {kept}; try a lower --lr and --resume") from None
         row["train_seconds"] = time.time() - epoch_started
         row["captions_per_second"] = row["captions"] / row["train_seconds"]
         row["val_loss"] = trainer.validation_loss(features["val"], *pairs["val"])

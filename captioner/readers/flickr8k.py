@@ -18,7 +18,7 @@ import csv
 import random
 from pathlib import Path
 
-from captioner.readers import Example, ReaderError, keep_existing_images
+from captioner.readers import MISSING_NAMES_SHOWN, Example, ReaderError, keep_existing_images, logger
 
 TOKEN_FILE = "Flickr8k.token.txt"
 IMAGE_DIRS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images")
@@ -38,6 +38,7 @@ def read_text(path: Path) -> list[str]:
 def read_token_file(path: Path) -> dict[str, list[str]]:
     """name.jpg -> captions, from `name.jpg#N<TAB>caption` lines."""
     captions = collections.defaultdict(list)
+    seen, duplicates = set(), []
     for number, line in enumerate(read_text(path), start=1):
         if not line.strip():
             continue
@@ -47,7 +48,15 @@ def read_token_file(path: Path) -> dict[str, list[str]]:
             raise ReaderError(f"{path}:{number}: expected 'name.jpg#N<TAB>caption', got {line[:60]!r}")
         if not caption.strip():
             raise ReaderError(f"{path}:{number}: empty caption for {name}")
+        if (name.strip(), int(index)) in seen:
+            duplicates.append(f"{key.strip()} (line {number})")
+            continue
+        seen.add((name.strip(), int(index)))
         captions[name.strip()].append(caption.strip())
+    if duplicates:
+        logger.warning("%s: %d duplicate keys skipped, the first caption of each kept (%s%s)", path,
+                       len(duplicates), ", ".join(duplicates[:MISSING_NAMES_SHOWN]),
+                       ", ..." if len(duplicates) > MISSING_NAMES_SHOWN else "")
     return dict(captions)
 
 
