@@ -111,9 +111,12 @@ class Captioner(keras.Model):
 def load_captioner(path) -> Captioner:
     """Load a model written by `Captioner.save`; raises ValueError with the path on failure."""
     import os
+    import zipfile
 
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras model file (not a zip archive, or cut short)")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:
