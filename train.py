@@ -38,6 +38,9 @@ FIELDS = {
     "batch_size": "batch_size",
     "lr": "learning_rate",
     "lr_schedule": "lr_schedule",
+    "best_metric": "best_metric",
+    "patience": "early_stopping_patience",
+    "lr_patience": "lr_plateau_patience",
     "attention_lambda": "attention_lambda",
     "max_length": "max_length",
     "min_word_count": "min_word_count",
@@ -75,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--batch-size", type=int)
     add("--lr", type=float, help="peak learning rate")
     add("--lr-schedule", choices=["constant", "cosine"])
+    add("--best-metric", choices=["cider", "bleu4", "exact_match"], help="dev score that picks best.keras")
+    add("--patience", type=int, help="stop after this many epochs without a better best metric (0: never)")
+    add("--lr-patience", type=int, help="halve the learning rate after this many epochs without one (0: never)")
     add("--lambda", dest="attention_lambda", type=float, help="weight of the doubly stochastic attention penalty")
     add("--max-length", type=int, help="most words per caption")
     add("--min-word-count", type=int, help="rarer words become <unk>")
@@ -87,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in POSITIVE:
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    for name in ("patience", "lr_patience"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
     if args.epochs is not None and args.epochs < 0:
         parser.error("--epochs must not be negative")
     if args.dropout is not None and not 0 <= args.dropout < 1:

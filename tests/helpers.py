@@ -6,6 +6,12 @@ from captioner.model import Captioner
 from captioner.vocabulary import Vocabulary
 
 SMALL_IMAGE = 96  # MobileNetV2 gives a 3x3 grid at this size
+# train.py flags for a run of a few seconds: a random encoder on small synthetic scenes, a tiny decoder.
+TINY_RUN = [
+    "--weights", "none", "--image-size", str(SMALL_IMAGE), "--train-scenes", "24", "--val-scenes", "6",
+    "--test-scenes", "6", "--batch-size", "8", "--units", "32", "--embedding-dim", "16",
+    "--attention-units", "16", "--feature-units", "32", "--max-length", "12",
+]
 CAPTIONS = ["a small red circle", "a large blue square above a small red circle", "there is a green triangle"]
 
 

@@ -13,14 +13,7 @@ import train
 from captioner import synthetic
 from captioner.model import load_captioner
 from captioner.overlay import MAX_COLUMNS, PANEL_INCHES
-from helpers import SMALL_IMAGE
-
-TINY_RUN = [
-    "--weights", "none", "--image-size", str(SMALL_IMAGE), "--train-scenes", "24", "--val-scenes", "6",
-    "--test-scenes", "6", "--batch-size", "8", "--units", "32", "--embedding-dim", "16",
-    "--attention-units", "16", "--feature-units", "32", "--max-length", "12",
-]
-
+from helpers import SMALL_IMAGE, TINY_RUN
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
@@ -136,3 +129,15 @@ def test_evaluate_scores_a_split_and_writes_coco_results(trained_run, tmp_path, 
     assert results == [{"image_id": "green.jpg", "caption": results[0]["caption"]}]
     table = capsys.readouterr().out
     assert "CIDEr-D" in table and "nltk corpus_bleu" in table
+
+
+def test_learning_rate_halves_on_a_plateau_and_training_stops_early(tmp_path):
+    run_dir = tmp_path / "run"
+    # A learning rate of 0 keeps every dev score where it was: no epoch after the first improves.
+    argv = TINY_RUN + ["--epochs", "8", "--lr", "0", "--lr-schedule", "constant", "--patience", "3",
+                       "--lr-patience", "1", "--best-metric", "bleu4", "--run-dir", str(run_dir)]
+    assert train.main(argv) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]  # stopped 3 epochs after the best (epoch 1)
+    state = json.loads(str(np.load(run_dir / "checkpoints/last.npz")["state"]))
+    assert state["stopped"] and state["best_epoch"] == 0 and state["lr_scale"] == 0.125

@@ -76,7 +76,7 @@ def test_malformed_token_line_names_file_and_line(tmp_path, line, problem):
     token_file.write_text("\n".join(lines))
     with pytest.raises(ReaderError, match=problem) as error:
         read_dataset("flickr8k", root)
-    assert f"Flickr8k.token.txt:3:" in str(error.value)
+    assert "Flickr8k.token.txt:3:" in str(error.value)
 
 
 def test_token_file_in_a_wrong_encoding_is_reported(tmp_path):

@@ -5,10 +5,8 @@ right exit status, no traceback, and nothing lost (other images captioned, check
 """
 
 import errno
-import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,16 +20,9 @@ from PIL import Image
 import predict
 import train
 from captioner import images as images_module
-from helpers import SMALL_IMAGE
+from helpers import TINY_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_RUN = [
-    "--weights", "none", "--image-size", str(SMALL_IMAGE), "--train-scenes", "24", "--val-scenes", "6",
-    "--test-scenes", "6", "--batch-size", "8", "--units", "32", "--embedding-dim", "16",
-    "--attention-units", "16", "--feature-units", "32", "--max-length", "12",
-]
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
