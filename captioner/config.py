@@ -37,6 +37,7 @@ class Config:
     # optimisation
     epochs: int = 10
     batch_size: int = 64
+    batch_by_length: bool = True  # batches of similar caption length (faster); False: random batches
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"  # constant | cosine (decays to 1% over all epochs)
     attention_lambda: float = 1.0  # weight of the doubly stochastic attention penalty
@@ -45,7 +46,7 @@ class Config:
     validation_beam: int = 1  # beam size of the free-running validation captions
     best_metric: str = "cider"  # validation score that picks the best checkpoint: cider | bleu4 | exact_match
     early_stopping_patience: int | None = 3  # stop after this many epochs without a better best_metric
-    lr_plateau_patience: int | None = 1  # halve the learning rate after this many epochs without one
+    lr_plateau_patience: int | None = 2  # halve the learning rate after this many epochs without one
     lr_plateau_factor: float = 0.5
 
     run_dir: str | None = None
@@ -111,5 +112,12 @@ DATASET_DEFAULTS = {
         learning_rate=3e-3,
         epochs=7,
         best_metric="exact_match",
+        # Exact match sits near 0 for the first epochs and then jumps: a plateau rule would cut the
+        # learning rate (or stop) before the jump. The short cosine schedule needs neither.
+        lr_plateau_patience=None,
+        early_stopping_patience=None,
+        # Caption length gives away the number of shapes; batches of one length converge slower
+        # (test exact match 0.77 instead of 0.95, see docs/synthetic.md).
+        batch_by_length=False,
     ),
 }

@@ -21,13 +21,19 @@ def padded_length(longest: int) -> int:
     return -(-longest // LENGTH_STEP) * LENGTH_STEP
 
 
-def epoch_batches(token_ids: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Indices of the pairs in each batch of one epoch."""
+def epoch_batches(token_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  by_length: bool = True) -> list[np.ndarray]:
+    """Indices of the pairs in each batch of one epoch.
+
+    by_length=False keeps batches random (each still padded only to its own longest caption):
+    when length says a lot about the content, as in the synthetic scenes, where it gives away
+    the number of shapes, batches of one length are too alike and training converges slower.
+    """
     rng = np.random.default_rng([seed, epoch])
     lengths = (token_ids != 0).sum(axis=1)
     order = rng.permutation(len(token_ids))
     batches = []
-    window = batch_size * WINDOW_BATCHES
+    window = batch_size * (WINDOW_BATCHES if by_length else 1)
     for start in range(0, len(order), window):
         chunk = order[start : start + window]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]

@@ -181,7 +181,8 @@ class Trainer:
         return self.decoder.variables
 
     def run_epoch(self, features, image_index, token_ids, epoch: int) -> dict[str, float]:
-        batches = pipeline.epoch_batches(token_ids, self.config.batch_size, self.config.seed, epoch)
+        batches = pipeline.epoch_batches(token_ids, self.config.batch_size, self.config.seed, epoch,
+                                         by_length=self.config.batch_by_length)
         progress = keras.utils.Progbar(len(batches), stateful_metrics=["loss", "xent", "attn"])
         totals, captions = np.zeros(3), 0
         for step, (batch_features, batch_ids) in enumerate(pipeline.make_dataset(features, image_index, token_ids, batches)):

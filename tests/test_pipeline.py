@@ -36,3 +36,12 @@ def test_batches_hold_similar_lengths_and_are_padded_to_their_own_longest():
         assert batch_features.dtype == np.float32
         widths.add(batch_ids.shape[1])
     assert len(widths) <= ids.shape[1] // pipeline.LENGTH_STEP + 1
+
+
+def test_random_batches_cover_every_pair_without_grouping_lengths():
+    ids = _token_ids(count=2000)
+    lengths = (ids != 0).sum(axis=1)
+    batches = pipeline.epoch_batches(ids, 32, seed=0, epoch=0, by_length=False)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
+    grouped = pipeline.epoch_batches(ids, 32, seed=0, epoch=0, by_length=True)
+    assert np.mean([np.ptp(lengths[b]) for b in batches]) > 3 * np.mean([np.ptp(lengths[b]) for b in grouped])
