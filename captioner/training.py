@@ -1,12 +1,14 @@
 """The training loop, top to bottom.
 
 1. Make a run directory and save the config and vocabulary into it.
-2. Run the frozen encoder once over every image; keep the features in memory.
+2. Encode every image once with the frozen encoder: in memory for synthetic scenes,
+   through the disk cache (`captioner.features`) for photos.
 3. Each epoch: teacher-forced steps on shuffled (image, caption) pairs, then the
-   validation loss and free-running captions scored with BLEU-4.
-4. Save the last checkpoint every epoch and the best one (by validation BLEU-4),
-   also as a self-contained `.keras` model; `--resume` continues from the last.
-5. Caption the test split with the best model and write its scores.
+   dev loss and free-running dev captions scored with CIDEr-D and BLEU-4.
+4. Keep the best checkpoint by `best_metric` (also as a self-contained `.keras`
+   model), the last one every epoch; halve the learning rate on a plateau, stop
+   early when the dev score stops improving. `--resume` continues from the last.
+5. Caption the test split with the best model and report the COCO metrics.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner import metrics
+from captioner import metrics, pipeline
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import Config
-from captioner import pipeline
 from captioner.datasets import Split, load_splits
 from captioner.evaluate import evaluate_captions, format_table
 from captioner.features import DEFAULT_CACHE, FeatureStore
