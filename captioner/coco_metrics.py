@@ -37,10 +37,21 @@ def _tokenised(references: dict, hypotheses: dict, use_java: bool):
     return gts, res
 
 
+def _cider_d(gts: dict, res: dict) -> float:
+    from pycocoevalcap.cider.cider import Cider
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return float(Cider().compute_score(gts, res)[0])
+
+
+def cider_d(references: dict, hypotheses: dict) -> float:
+    """CIDEr-D alone, on our tokenizer's words: cheap enough for every epoch, no Java."""
+    return _cider_d(*_tokenised(references, hypotheses, use_java=False))
+
+
 def coco_scores(references: dict, hypotheses: dict, use_java: bool | None = None, meteor: bool = True) -> dict:
     """references {id: [caption, ...]}, hypotheses {id: caption} -> {"BLEU-4": ..., "unavailable": {...}}."""
     from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
     use_java = java_available() if use_java is None else use_java
@@ -50,7 +61,7 @@ def coco_scores(references: dict, hypotheses: dict, use_java: bool | None = None
         bleu, _ = Bleu(4).compute_score(gts, res)
         scores.update({f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)})
         scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
-        scores["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
+    scores["CIDEr-D"] = _cider_d(gts, res)
     unavailable = {}
     if meteor and use_java:
         from pycocoevalcap.meteor.meteor import Meteor

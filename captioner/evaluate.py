@@ -22,13 +22,6 @@ from captioner.quiet import import_tensorflow_quietly
 DECODE_BATCH = 50
 
 
-def caption_split(captioner, split, features, beam_size: int, length_penalty: float = 0.0):
-    from captioner.training import caption_features
-
-    return caption_features(captioner, features, beam_size=beam_size, batch_size=DECODE_BATCH,
-                            length_penalty=length_penalty)
-
-
 def evaluate_captions(captions, split) -> dict:
     """COCO metrics (and nltk BLEU) of captions against a split's references."""
     from captioner import metrics
@@ -77,6 +70,7 @@ def main(argv=None) -> int:
     from captioner.features import DEFAULT_CACHE, FeatureStore
     from captioner.io_utils import atomic_write_text
     from captioner.model import load_captioner
+    from captioner.training import caption_features
 
     try:
         captioner = load_captioner(args.model)
@@ -94,7 +88,8 @@ def main(argv=None) -> int:
     features = store.view(split.paths)
 
     started = time.time()
-    captions = caption_split(captioner, split, features, args.beam, args.length_penalty)
+    captions = caption_features(captioner, features, beam_size=args.beam, batch_size=DECODE_BATCH,
+                                length_penalty=args.length_penalty)
     seconds = time.time() - started
     scores, results = evaluate_captions(captions, split)
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"

@@ -31,6 +31,25 @@ BATCH = 32
 DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
 
 
+def compile_encoder(encoder):
+    """The encoder as one tf.function for any batch size (a single trace)."""
+    size = encoder.image_size
+    return tf.function(encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+
+
+def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:
+    """Features of images held in memory (synthetic scenes), as float16: (N, L, D)."""
+    encode = compile_encoder(encoder)
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    print(f"Encoding {description}: {len(images)} images")
+    chunks = []
+    for start in range(0, len(images), BATCH):
+        batch = images[start : start + BATCH]
+        chunks.append(encode(batch.astype(np.float32)).numpy().astype(np.float16))
+        progress.add(len(batch))
+    return np.concatenate(chunks)
+
+
 def weights_fingerprint(encoder) -> str:
     digest = hashlib.sha1()
     for weight in encoder.backbone.weights:
@@ -128,7 +147,7 @@ class FeatureStore:
         print(f"Encoding {len(missing)} {description} into {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
         size = self.encoder.image_size
-        encode = tf.function(self.encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        encode = compile_encoder(self.encoder)
         progress = keras.utils.Progbar(len(missing), unit_name="image")
         started = time.perf_counter()
 
@@ -144,15 +163,17 @@ class FeatureStore:
                 shard_keys, chunks = [], []
                 batches = [shard_paths[i : i + BATCH] for i in range(0, len(shard_paths), BATCH)]
                 for batch, loaded in zip(batches, _prefetch(pool, load, batches)):
-                    good = [(p, image) for p, image in zip(batch, loaded) if not isinstance(image, ImageError)]
-                    for image in loaded:
+                    good_paths, good_images = [], []
+                    for path, image in zip(batch, loaded):
                         if isinstance(image, ImageError):
                             print(f"error: {image}", file=sys.stderr)
-                    failed.update(p for p, image in zip(batch, loaded) if isinstance(image, ImageError))
-                    if good:
-                        images = np.stack([image for _, image in good]).astype(np.float32)
-                        chunks.append(encode(images).numpy().astype(np.float16))
-                        shard_keys.extend(keys[p] for p, _ in good)
+                            failed.add(path)
+                        else:
+                            good_paths.append(path)
+                            good_images.append(image)
+                    if good_images:
+                        chunks.append(encode(np.stack(good_images).astype(np.float32)).numpy().astype(np.float16))
+                        shard_keys.extend(keys[path] for path in good_paths)
                     progress.add(len(batch))
                 if chunks:
                     self._write_shard(shard_keys, np.concatenate(chunks))

@@ -37,19 +37,13 @@ def bleu_scores(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
 
 
 def cider_d(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:
-    """CIDEr-D (pycocoevalcap's implementation) on our tokenizer's words: no Java needed.
+    """CIDEr-D of tokenised hypotheses against each image's references (pycocoevalcap's, no Java).
 
     Document frequencies come from the references given, as in the COCO evaluation.
     """
-    import contextlib
-    import io
+    from captioner.coco_metrics import cider_d as coco_cider_d
 
-    from pycocoevalcap.cider.cider import Cider
-
-    gts = {i: [" ".join(tokenize(r)) for r in refs] for i, refs in enumerate(references)}
-    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
-    with contextlib.redirect_stdout(io.StringIO()):
-        return float(Cider().compute_score(gts, res)[0])
+    return coco_cider_d(dict(enumerate(references)), {i: " ".join(h) for i, h in enumerate(hypotheses)})
 
 
 def exact_match(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:

@@ -29,13 +29,12 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import Config
 from captioner.datasets import Split, load_splits
 from captioner.evaluate import evaluate_captions, format_table
-from captioner.features import DEFAULT_CACHE, FeatureStore
+from captioner.features import DEFAULT_CACHE, FeatureStore, encode_in_memory
 from captioner.io_utils import atomic_path, atomic_write_text
 from captioner.model import Captioner
 from captioner.overlay import draw_overlay
 from captioner.vocabulary import Vocabulary
 
-EXTRACT_BATCH = 64
 LAST_CHECKPOINT = "checkpoints/last.npz"
 BEST_CHECKPOINT = "checkpoints/best.npz"
 BEST_MODEL = "best.keras"
@@ -58,20 +57,6 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float):
     return cross_entropy + attention_lambda * penalty, cross_entropy, penalty
 
 
-def extract_features(captioner: Captioner, images: np.ndarray, description: str) -> np.ndarray:
-    """Encoder output for every image, stored as float16: (N, L, D)."""
-    size = captioner.encoder.image_size
-    encode = tf.function(captioner.encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-    progress = keras.utils.Progbar(len(images), unit_name="image")
-    print(f"Encoding {description}: {len(images)} images")
-    chunks = []
-    for start in range(0, len(images), EXTRACT_BATCH):
-        batch = images[start : start + EXTRACT_BATCH]
-        chunks.append(encode(tf.convert_to_tensor(batch, tf.float32)).numpy().astype(np.float16))
-        progress.add(len(batch))
-    return np.concatenate(chunks)
-
-
 def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config):
     """Features of every split: computed in memory for synthetic scenes, else through the disk cache.
 
@@ -84,7 +69,7 @@ def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config
             features[name] = np.zeros((0, *captioner.feature_shape), np.float16)
             continue
         if split.images is not None:
-            features[name] = extract_features(captioner, split.images, name)
+            features[name] = encode_in_memory(captioner.encoder, split.images, name)
             continue
         store = store or FeatureStore(config.feature_cache or DEFAULT_CACHE, captioner.encoder)
         failed = store.extract_missing(split.paths, f"{name} images")
@@ -221,10 +206,17 @@ def score_captions(captions, split: Split) -> dict[str, float]:
     hypotheses = [c.words for c in captions]
     scores = metrics.bleu_scores(hypotheses, split.captions)
     scores["cider"] = metrics.cider_d(hypotheses, split.captions)
-    if split.scenes is not None:
-        scores["exact_match"] = metrics.exact_match(hypotheses, split.captions)
-        scores.update(metrics.attention_grounding(captions, split.scenes))
-    return scores
+    return {**scores, **synthetic_scores(captions, split)}
+
+
+def synthetic_scores(captions, split: Split) -> dict[str, float]:
+    """Exact match and attention grounding, for splits with ground truth (synthetic scenes); else nothing."""
+    if split.scenes is None:
+        return {}
+    return {
+        "exact_match": metrics.exact_match([c.words for c in captions], split.captions),
+        **metrics.attention_grounding(captions, split.scenes),
+    }
 
 
 def _write_log(run_dir: Path, history: list[dict]) -> None:
@@ -357,9 +349,7 @@ def train(config: Config, resume: bool = False) -> Path:
         return run_dir
     test_captions = caption_features(captioner, features["test"], beam_size=1)
     test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluate
-    if test.scenes is not None:
-        test_scores["exact_match"] = metrics.exact_match([c.words for c in test_captions], test.captions)
-        test_scores.update(metrics.attention_grounding(test_captions, test.scenes))
+    test_scores.update(synthetic_scores(test_captions, test))
     report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
     atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
     atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
