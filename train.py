@@ -42,6 +42,7 @@ FIELDS = {
     "patience": "early_stopping_patience",
     "lr_patience": "lr_plateau_patience",
     "attention_lambda": "attention_lambda",
+    "label_smoothing": "label_smoothing",
     "max_length": "max_length",
     "min_word_count": "min_word_count",
     "seed": "seed",
@@ -67,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--weights", help="'imagenet' (default) or 'none' for a random encoder")
     add("--encoder-layer", help="backbone layer to cut at (default: the dataset's choice)")
     add("--image-size", type=int, help="input size in pixels (224)")
-    add("--attention", choices=["additive", "dot", "general", "scaled_dot"], help="score function (additive)")
+    add("--attention", choices=["additive", "dot", "general", "scaled_dot", "none"],
+        help="score function (additive); none: no attention, the mean feature every step (a baseline)")
     add("--embedding-dim", type=int, help="word embedding size")
     add("--units", type=int, help="LSTM size")
     add("--attention-units", type=int, help="hidden size of additive attention")
@@ -82,6 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--patience", type=int, help="stop after this many epochs without a better best metric (0: never)")
     add("--lr-patience", type=int, help="halve the learning rate after this many epochs without one (0: never)")
     add("--lambda", dest="attention_lambda", type=float, help="weight of the doubly stochastic attention penalty")
+    add("--label-smoothing", type=float, help="spread this share of each target over the vocabulary (0)")
     add("--max-length", type=int, help="most words per caption")
     add("--min-word-count", type=int, help="rarer words become <unk>")
     add("--seed", type=int)
@@ -100,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--epochs must not be negative")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         parser.error("--dropout must be in [0, 1)")
+    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be in [0, 1)")
     if args.feature_units is not None and args.feature_units < 0:
         parser.error("--feature-units must not be negative")
     return args

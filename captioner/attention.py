@@ -9,6 +9,8 @@ Score functions (`score=`):
     dot         a_i . h                           Luong et al. 2015; needs size(a) == size(h)
     general     a_i . (W h)                       Luong et al. 2015
     scaled_dot  a_i . h / sqrt(size(a))           Vaswani et al. 2017; needs size(a) == size(h)
+    none        0 for every location                  no attention: alpha is uniform, the context is the
+                                                      mean feature ("Show and Tell"-style baseline)
 
 The parts that depend only on the image (W_f a for additive) are computed once
 per image by `keys()` and reused for every word.
@@ -21,7 +23,7 @@ import math
 import keras
 from keras import ops
 
-SCORES = ("additive", "dot", "general", "scaled_dot")
+SCORES = ("additive", "dot", "general", "scaled_dot", "none")
 
 
 @keras.saving.register_keras_serializable(package="captioner")
@@ -66,7 +68,9 @@ class Attention(keras.layers.Layer):
         if keys is None:
             keys = self.keys(features)
         # scores: (B, L)
-        if self.score == "additive":
+        if self.score == "none":
+            scores = ops.zeros_like(keys[..., 0])
+        elif self.score == "additive":
             hidden = ops.tanh(keys + ops.expand_dims(self.query_projection(query), 1))  # (B, L, units)
             scores = ops.squeeze(self.score_vector(hidden), -1)
         else:

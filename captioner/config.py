@@ -41,6 +41,7 @@ class Config:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"  # constant | cosine (decays to 1% over all epochs)
     attention_lambda: float = 1.0  # weight of the doubly stochastic attention penalty
+    label_smoothing: float = 0.0  # share of each target word's probability spread over the vocabulary
     clip_norm: float = 5.0
     seed: int = 0
     validation_beam: int = 1  # beam size of the free-running validation captions

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from captioner.graph import compile_function
 from captioner.images import ImageError, load_image
 from captioner.io_utils import atomic_path, atomic_write_text
 
@@ -34,7 +35,7 @@ DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / 
 def compile_encoder(encoder):
     """The encoder as one tf.function for any batch size (a single trace)."""
     size = encoder.image_size
-    return tf.function(encoder, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    return compile_function(encoder, [tf.TensorSpec([None, size, size, 3], tf.float32)])
 
 
 def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:

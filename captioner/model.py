@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from captioner.decoder import DecoderWithAttention
 from captioner.encoder import Encoder
+from captioner.graph import compile_function
 from captioner.search import beam_search, greedy_search
 from captioner.vocabulary import Vocabulary
 
@@ -65,9 +66,9 @@ class Captioner(keras.Model):
         key = (beam_size, max_length, length_penalty)
         if key not in self._decoders:
             locations, size = self.feature_shape
-            self._decoders[key] = tf.function(
+            self._decoders[key] = compile_function(
                 self._search_function(beam_size, max_length, length_penalty),
-                input_signature=[tf.TensorSpec([None, locations, size], tf.float32)],
+                [tf.TensorSpec([None, locations, size], tf.float32)],
             )
         outputs = self._decoders[key](tf.convert_to_tensor(features, tf.float32))
         word_ids, weights = outputs[0].numpy(), outputs[1].numpy()

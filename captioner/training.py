@@ -30,6 +30,7 @@ from captioner.config import Config
 from captioner.datasets import Split, load_splits
 from captioner.evaluate import evaluate_captions, format_table
 from captioner.features import DEFAULT_CACHE, FeatureStore, encode_in_memory
+from captioner.graph import compile_function
 from captioner.io_utils import atomic_path, atomic_write_text
 from captioner.model import Captioner
 from captioner.overlay import draw_overlay
@@ -41,20 +42,30 @@ BEST_MODEL = "best.keras"
 OVERLAY_EXAMPLES = 5
 
 
-def caption_loss(logits, targets, attention_weights, attention_lambda: float):
+def caption_loss(logits, targets, attention_weights, attention_lambda: float, label_smoothing: float = 0.0):
     """Cross-entropy over real words only, plus the doubly stochastic attention penalty.
 
     logits (B, T, V), targets (B, T) with 0 for padding, attention_weights (B, T, L).
     The penalty (paper, eq. 14) pushes every location to receive about as much
     attention in total, over the caption, as any other: (1 - sum_t alpha_ti)^2,
     here averaged over locations so that lambda does not depend on the grid size.
+    Label smoothing moves `label_smoothing` of each target's probability mass to a
+    uniform distribution over the vocabulary; the cross-entropy returned (for the
+    logs and the dev loss) is always the plain one, so runs stay comparable.
+    Returns (loss to minimise, cross-entropy, penalty).
     """
     mask = tf.cast(targets != 0, tf.float32)
-    per_word = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-    cross_entropy = tf.reduce_sum(per_word * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    words = tf.maximum(tf.reduce_sum(mask), 1.0)
+    log_probabilities = tf.nn.log_softmax(logits)  # (B, T, V)
+    per_word = -tf.gather(log_probabilities, targets, axis=-1, batch_dims=2)  # (B, T)
+    cross_entropy = tf.reduce_sum(per_word * mask) / words
+    objective = cross_entropy
+    if label_smoothing:
+        uniform = -tf.reduce_mean(log_probabilities, axis=-1)  # cross-entropy against a uniform target
+        objective = (1.0 - label_smoothing) * cross_entropy + label_smoothing * tf.reduce_sum(uniform * mask) / words
     attention_per_location = tf.reduce_sum(attention_weights * mask[..., None], axis=1)  # (B, L)
     penalty = tf.reduce_mean(tf.square(1.0 - attention_per_location))
-    return cross_entropy + attention_lambda * penalty, cross_entropy, penalty
+    return objective + attention_lambda * penalty, cross_entropy, penalty
 
 
 def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config):
@@ -136,7 +147,7 @@ class Trainer:
         if key not in self._compiled:
             locations, size = self.captioner.feature_shape
             signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32)]
-            self._compiled[key] = tf.function(step, input_signature=signature)
+            self._compiled[key] = compile_function(step, signature)
         return self._compiled[key]
 
     def train_step(self, features, token_ids):
@@ -150,7 +161,8 @@ class Trainer:
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
         with tf.GradientTape() as tape:
             logits, attention_weights = self.decoder(features, inputs, training=True)
-            loss, cross_entropy, penalty = caption_loss(logits, targets, attention_weights, self.config.attention_lambda)
+            loss, cross_entropy, penalty = caption_loss(logits, targets, attention_weights,
+                                                        self.config.attention_lambda, self.config.label_smoothing)
         variables = self.decoder.trainable_variables
         gradients = tape.gradient(loss, variables)
         gradients, gradient_norm = tf.clip_by_global_norm(gradients, self.config.clip_norm)

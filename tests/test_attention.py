@@ -44,3 +44,13 @@ def test_dot_needs_matching_sizes():
 def test_unknown_score_is_refused():
     with pytest.raises(ValueError, match="unknown attention score"):
         Attention("cosine")
+
+
+def test_no_attention_is_the_mean_feature_whatever_the_query():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(2, 6, 4)).astype("float32")
+    attention = Attention("none")
+    for _ in range(2):
+        context, weights = attention(features, rng.normal(size=(2, 4)).astype("float32"))
+        np.testing.assert_allclose(np.asarray(weights), 1 / 6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(context), features.mean(axis=1), atol=1e-5)

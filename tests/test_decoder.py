@@ -44,6 +44,21 @@ def test_loss_is_a_mean_over_real_words_not_padding():
     assert float(cross_entropy) < 1e-6
 
 
+def test_label_smoothing_matches_a_smoothed_target_and_keeps_the_plain_cross_entropy():
+    rng = np.random.default_rng(4)
+    logits = tf.constant(rng.normal(size=(2, 3, 5)), tf.float32)
+    targets = tf.constant([[1, 2, 0], [3, 0, 0]])
+    attention = tf.fill([2, 3, 4], 0.25)
+    plain, plain_cross_entropy, _ = caption_loss(logits, targets, attention, 0.0)
+    smoothed, cross_entropy, _ = caption_loss(logits, targets, attention, 0.0, label_smoothing=0.2)
+    log_p = tf.nn.log_softmax(logits).numpy()
+    soft_targets = 0.8 * np.eye(5)[targets.numpy()] + 0.2 / 5
+    mask = targets.numpy() != 0
+    expected = -(soft_targets * log_p).sum(-1)[mask].mean()
+    np.testing.assert_allclose(float(smoothed), expected, rtol=1e-5)
+    assert float(cross_entropy) == float(plain_cross_entropy) == float(plain)
+
+
 def test_initial_state_depends_on_the_image(small_captioner):
     features, _ = _features_and_tokens(small_captioner)
     _, _, (hidden, cell) = small_captioner.decoder.prepare(features)

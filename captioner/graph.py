@@ -1,0 +1,21 @@
+"""Compiling Python functions into TensorFlow graphs, safely for long runs.
+
+`tf.function` normally runs AutoGraph, which rewrites a function from its source
+file, read from disk when the function is first traced. Training traces new
+functions hours into a run (a caption length not seen before, the first dev pass),
+so if that file has been edited since the run started, the graph is built from the
+new text, and, when the edit moved lines, from the wrong function: we once had a dev
+pass that ran the training step's code and trained on the dev captions.
+Our functions need none of AutoGraph's rewriting (their loops are over Python
+ranges of known length), so they are traced as plain Python, from the code that
+was loaded.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def compile_function(function, input_signature):
+    """`function` as a TensorFlow graph function, traced from the loaded code (no AutoGraph)."""
+    return tf.function(function, input_signature=input_signature, autograph=False)
