@@ -12,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 MAX_IMAGE_PIXELS = 200_000_000  # larger images are refused as possible decompression bombs
+DISPLAY_SIDE = 512  # longer side of images drawn in overlays and reports
 
 
 class ImageError(ValueError):
@@ -31,8 +32,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path, image_size: int) -> np.ndarray:
-    """The image at `path` as (image_size, image_size, 3) uint8 RGB, or ImageError."""
+def open_image(path) -> Image.Image:
+    """The image at `path` as an upright RGB Pillow image, or ImageError naming the file and the problem."""
     path = str(path)
     if os.path.isdir(path):
         raise ImageError(f"{path}: is a directory, not an image")
@@ -47,15 +48,35 @@ def load_image(path, image_size: int) -> np.ndarray:
             with Image.open(path) as image:
                 image.load()
                 image = ImageOps.exif_transpose(image)  # phone photos store rotation in EXIF
-                image = _to_rgb(image)
+                return _to_rgb(image)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: too many pixels (over {MAX_IMAGE_PIXELS:,}), refused as a decompression bomb") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{path}: unreadable image ({error})") from None
-    resized = image.resize((image_size, image_size), Image.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_image(path, image_size: int) -> np.ndarray:
+    """The image at `path` as (image_size, image_size, 3) uint8 RGB, as the encoder sees it, or ImageError."""
+    return np.asarray(open_image(path).resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+
+
+def fit_for_display(image: Image.Image, max_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The whole image, aspect ratio kept, at most `max_side` pixels on its longer side: (H, W, 3) uint8.
+
+    The encoder saw the image squeezed into a square, so its attention grid covers this
+    whole picture, stretched the same way.
+    """
+    scale = min(1.0, max_side / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return np.asarray(image.resize(size, Image.BILINEAR) if scale < 1 else image, dtype=np.uint8)
+
+
+def load_images(path, image_size: int, max_side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """(encoder input (S, S, 3), display image (H, W, 3) with its own aspect ratio), decoding the file once."""
+    image = open_image(path)
+    return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8), fit_for_display(image, max_side)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:

@@ -9,9 +9,10 @@ from typing import Iterator
 
 import numpy as np
 
-from captioner.images import ImageError, load_image
+from captioner.images import ImageError, load_images
 from captioner.model import Caption, Captioner
-from captioner.overlay import draw_overlay
+from captioner.overlay import draw_overlay, draw_word_overlays
+from captioner.report import ReportEntry
 
 ATTENTION_DECIMALS = 4
 
@@ -21,7 +22,7 @@ class Result:
     path: str
     caption: Caption | None = None
     error: str | None = None
-    image: np.ndarray | None = None  # the resized image, for overlays
+    display: np.ndarray | None = None  # the whole image, aspect ratio kept, for overlays and reports
 
 
 def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
@@ -32,11 +33,11 @@ def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, ma
         results, images = [], []
         for path in paths[start : start + batch_size]:
             try:
-                image = load_image(path, size)
+                image, display = load_images(path, size)
             except ImageError as error:
                 results.append(Result(path, error=str(error)))
                 continue
-            results.append(Result(path, image=image))
+            results.append(Result(path, display=display))
             images.append(image)
         captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty) if images else [])
         for result in results:
@@ -56,6 +57,7 @@ def result_json(result: Result, captioner: Captioner) -> str:
             "grid": list(captioner.grid),
             "attention": np.round(caption.attention[: len(caption.words)], ATTENTION_DECIMALS).tolist(),
             "score": caption.score,
+            "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
         }
     )
 
@@ -65,7 +67,17 @@ def overlay_path(overlay_dir, image_path: str, index: int) -> Path:
     return Path(overlay_dir) / f"{index:04d}_{Path(image_path).stem}.png"
 
 
-def write_overlay(result: Result, overlay_dir, index: int, style: str = "spotlight") -> Path:
-    path = overlay_path(overlay_dir, result.path, index)
-    draw_overlay(result.image, result.caption.words, result.caption.attention, path, style=style)
-    return path
+def write_overlay(result: Result, overlay_dir, index: int, per_word: bool = False, **style) -> list[Path]:
+    """The overlay PNG of one result (or one PNG per word); `style`: draw_overlay's drawing options."""
+    caption = result.caption
+    if per_word:
+        stem = overlay_path(overlay_dir, result.path, index).stem
+        style.pop("max_columns", None)
+        return draw_word_overlays(result.display, caption.words, caption.attention, overlay_dir, stem, **style)
+    return [draw_overlay(result.display, caption.words, caption.attention, overlay_path(overlay_dir, result.path, index),
+                         **style)]
+
+
+def report_entry(result: Result) -> ReportEntry:
+    caption = result.caption
+    return ReportEntry(result.path, result.display, caption.words, caption.attention, caption.score, caption.alternatives)

@@ -7,6 +7,8 @@ reads it back without downloading anything.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -24,6 +26,7 @@ class Caption:
     words: list[str]
     attention: np.ndarray  # (len(words) + 1, rows, columns): one map per word, then `<end>`'s
     score: float | None = None  # beam search's (normalised) log probability
+    alternatives: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # beam search's runners-up
 
     @property
     def text(self) -> str:
@@ -61,7 +64,10 @@ class Captioner(keras.Model):
 
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
                         length_penalty: float = 0.0) -> list[Caption]:
-        """Captions for features (B, L, D) from `encoder`; beam_size 1 (without length penalty) is greedy search."""
+        """Captions for features (B, L, D) from `encoder`; beam_size 1 (without length penalty) is greedy search.
+
+        Beam search also fills each caption's `alternatives`: the other finished beams, best first.
+        """
         max_length = max_length or self.max_length
         key = (beam_size, max_length, length_penalty)
         if key not in self._decoders:
@@ -72,16 +78,21 @@ class Captioner(keras.Model):
             )
         outputs = self._decoders[key](tf.convert_to_tensor(features, tf.float32))
         word_ids, weights = outputs[0].numpy(), outputs[1].numpy()
-        scores = outputs[2].numpy() if len(outputs) > 2 else [None] * len(word_ids)
+        if len(outputs) == 2:  # greedy: one caption per image, no score
+            word_ids, weights, scores = word_ids[:, None], weights[:, None], np.full(word_ids.shape[:1] + (1,), np.nan)
+        else:
+            scores = outputs[2].numpy()
+        return [self._caption(ids, attention, image_scores) for ids, attention, image_scores in zip(word_ids, weights, scores)]
+
+    def _caption(self, word_ids, weights, scores) -> Caption:
+        """The best of an image's captions (K, T) with its attention maps; the others as alternatives."""
         rows, columns = self.grid
-        captions = []
-        for ids, attention, score in zip(word_ids, weights, scores):
-            words = self.vocabulary.decode(ids)
-            steps = min(len(words) + 1, len(ids))  # the words and the `<end>` after them
-            captions.append(
-                Caption(words, attention[:steps].reshape(steps, rows, columns), None if score is None else float(score))
-            )
-        return captions
+        words = self.vocabulary.decode(word_ids[0])
+        steps = min(len(words) + 1, word_ids.shape[1])  # the words and the `<end>` after them
+        alternatives = [(" ".join(self.vocabulary.decode(ids)), float(score))
+                        for ids, score in zip(word_ids[1:], scores[1:]) if np.isfinite(score)]
+        return Caption(words, weights[0, :steps].reshape(steps, rows, columns),
+                       None if np.isnan(scores[0]) else float(scores[0]), alternatives)
 
     def _search_function(self, beam_size: int, max_length: int, length_penalty: float):
         vocabulary = self.vocabulary
@@ -91,7 +102,7 @@ class Captioner(keras.Model):
             )
         return lambda features: beam_search(
             self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length, beam_size,
-            length_penalty=length_penalty,
+            length_penalty=length_penalty, all_beams=True,
         )
 
     def caption(self, images, beam_size: int = 1, max_length: int | None = None,
@@ -109,9 +120,16 @@ class Captioner(keras.Model):
         }
 
 
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "flickr8k_mobilenetv2.keras"
+
+
+def default_model_path() -> Path:
+    """The model shipped in the repository's models/ (or $CAPTIONER_MODEL): used when no --model is given."""
+    return Path(os.environ.get("CAPTIONER_MODEL", SHIPPED_MODEL))
+
+
 def load_captioner(path) -> Captioner:
     """Load a model written by `Captioner.save`; raises ValueError with the path on failure."""
-    import os
     import zipfile
 
     if not os.path.isfile(path):

@@ -49,10 +49,12 @@ def beam_search(
     beam_size: int = 3,
     min_length: int = 1,
     length_penalty: float = 0.0,
+    all_beams: bool = False,
 ):
     """Keep the `beam_size` most likely partial captions per image; all beams of all images in one tensor.
 
-    features (B, L, D) -> word ids (B, T), attention weights (B, T, L), scores (B,), T = max_length + 1.
+    features (B, L, D) -> word ids (B, T), attention weights (B, T, L), scores (B,), T = max_length + 1;
+    with all_beams, the `beam_size` best finished captions, best first: (B, K, T), (B, K, T, L), (B, K).
 
     Each step scores every beam times every word and takes the 2K best candidates:
       * a candidate among the K best that says `<end>` is a finished caption; it joins
@@ -129,4 +131,6 @@ def beam_search(
         words = tf.reshape(pick(next_words, keep), [-1])
 
     # The pool is sorted, best first.
+    if all_beams:
+        return finished_words, finished_weights, finished_scores
     return finished_words[:, 0], finished_weights[:, 0], finished_scores[:, 0]

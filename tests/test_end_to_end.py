@@ -67,7 +67,32 @@ def test_predict_captions_files_writes_overlays_and_reports_a_bad_file(trained_r
         rows = math.ceil(panels / columns)
         width, height = Image.open(png).size
         assert width == round(columns * PANEL_INCHES * 100)
-        assert height == round(rows * PANEL_INCHES * 1.1 * 100)
+        assert height == round(rows * (PANEL_INCHES + 0.3) * 100)  # square scenes: square panels and a title
+
+
+def test_predict_html_report_per_word_overlays_and_beam_alternatives(trained_run, tmp_path, capsys):
+    path = tmp_path / "wide scene.png"
+    scene = synthetic.make_scenes(1, seed=7, image_size=SMALL_IMAGE)[0].image
+    Image.fromarray(np.concatenate([scene, scene], axis=1)).save(path)  # twice as wide as high
+    report, overlays = tmp_path / "report.html", tmp_path / "words"
+    status = predict.main([str(path), "--model", str(trained_run / "best.keras"), "--beam", "3", "--json",
+                           "--html", str(report), "--overlay-dir", str(overlays), "--per-word",
+                           "--overlay-style", "heatmap", "--colormap", "viridis", "--alpha", "0.7"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["alternatives"]) == 2 and all("caption" in a and "score" in a for a in result["alternatives"])
+    assert result["score"] >= max(a["score"] for a in result["alternatives"])
+    words = sorted(overlays.glob("*.png"))
+    assert len(words) == len(result["words"]) and words[0].name.startswith("0000_wide scene_00_")
+    page = report.read_text()
+    assert f'"words": {json.dumps(result["words"])}' in page and result["alternatives"][0]["caption"] in page
+
+
+@pytest.mark.parametrize("flag", [["--alpha", "2"], ["--colormap", "no-such-map"], ["--panel-size", "0"]])
+def test_predict_refuses_bad_drawing_flags(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["x.png"] + flag)
+    assert exit_info.value.code == 2 and flag[0] in capsys.readouterr().err
 
 
 def test_predict_plain_output_and_beam(trained_run, tmp_path, capsys):
