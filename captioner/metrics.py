@@ -68,6 +68,43 @@ def attention_mass_inside(attention: np.ndarray, mask: np.ndarray) -> float:
     return float(per_pixel[mask].sum() / per_pixel.sum())
 
 
+def cells_covering(mask: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """(rows, columns) booleans: which grid cells cover any pixel of the mask (H, W)."""
+    height, width = mask.shape
+    return np.array([[mask[r * height // rows : (r + 1) * height // rows, c * width // columns : (c + 1) * width // columns].any()
+                      for c in range(columns)] for r in range(rows)])
+
+
+def attention_peaks(captions, scenes: Sequence[Scene]) -> dict[str, float]:
+    """Where the maps of object words peak: the silent bugs (uniform or copied maps) fail both numbers.
+
+    peak_on_object: share of shape words whose map peaks on a cell covering the named object;
+    peak_chance: the same share for a cell picked at random;
+    distinct_peaks: for captions naming two or more objects, share where every object's shape
+    word peaks in a different cell.
+    """
+    hits, chance, distinct = [], [], []
+    for caption, scene in zip(captions, scenes):
+        peaks = []
+        for position, colour, shape in phrases_in_caption(caption.words):
+            named = [o for o in scene.objects if o.colour == colour and o.shape == shape]
+            if len(named) != 1:
+                continue
+            attention = caption.attention[position]
+            covering = cells_covering(named[0].mask, *attention.shape)
+            peak = int(np.argmax(attention))
+            hits.append(bool(covering.flat[peak]))
+            chance.append(float(covering.mean()))
+            peaks.append(peak)
+        if len(peaks) >= 2:
+            distinct.append(len(set(peaks)) == len(peaks))
+    return {
+        "peak_on_object": float(np.mean(hits)) if hits else 0.0,
+        "peak_chance": float(np.mean(chance)) if chance else 0.0,
+        "distinct_peaks": float(np.mean(distinct)) if distinct else 0.0,
+    }
+
+
 def attention_grounding(captions, scenes: Sequence[Scene]) -> dict[str, float]:
     """For each generated colour or shape word, the attention mass on the object it names.
 

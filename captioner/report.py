@@ -168,7 +168,7 @@ function addEntry(entry, number) {
   if (entry.score !== null) {
     const score = document.createElement("div");
     score.className = "score";
-    score.textContent = "log probability (normalised): " + entry.score.toFixed(3);
+    score.textContent = "beam score (log probability, length-normalised if asked): " + entry.score.toFixed(3);
     side.appendChild(score);
   }
   if (entry.alternatives.length) {

@@ -222,12 +222,13 @@ def score_captions(captions, split: Split) -> dict[str, float]:
 
 
 def synthetic_scores(captions, split: Split) -> dict[str, float]:
-    """Exact match and attention grounding, for splits with ground truth (synthetic scenes); else nothing."""
+    """Exact match, attention grounding and peaks, for splits with ground truth (synthetic scenes); else nothing."""
     if split.scenes is None:
         return {}
     return {
         "exact_match": metrics.exact_match([c.words for c in captions], split.captions),
         **metrics.attention_grounding(captions, split.scenes),
+        **metrics.attention_peaks(captions, split.scenes),
     }
 
 
@@ -368,7 +369,8 @@ def train(config: Config, resume: bool = False) -> Path:
     print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
     if test.scenes is not None:
         print("  ".join(f"{k} {test_scores[k]:.4f}" for k in ("exact_match", "grounding", "grounding_chance",
-                                                             "grounding_ratio")))
+                                                             "grounding_ratio", "peak_on_object", "peak_chance",
+                                                             "distinct_peaks")))
     size = captioner.encoder.image_size
     for index in range(min(OVERLAY_EXAMPLES, len(test))):
         caption = test_captions[index]
