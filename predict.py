@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heatmap over the image")
     parser.add_argument("--panel-size", type=float, default=2.2, help="inches per panel (100 pixels per inch)")
     parser.add_argument("--per-word", action="store_true", help="one overlay file per word instead of one per image")
+    parser.add_argument("--hard-inference", choices=["argmax", "expected"], default=None,
+                        help="hard-attention models: use the most likely location (argmax, marked in overlays) "
+                             "or the expected context")
     parser.add_argument("--html", default=None, help="write one self-contained HTML page for all images here")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
@@ -70,6 +73,8 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.hard_inference:
+        captioner.decoder.hard_inference = args.hard_inference
     paths, input_errors = expand_inputs(args.inputs)
     for message in input_errors:
         print(f"error: {message}", file=sys.stderr)

@@ -43,6 +43,9 @@ FIELDS = {
     "lr_patience": "lr_plateau_patience",
     "attention_lambda": "attention_lambda",
     "label_smoothing": "label_smoothing",
+    "hard_inference": "hard_inference",
+    "reward_scale": "reward_scale",
+    "entropy_bonus": "entropy_bonus",
     "max_length": "max_length",
     "min_word_count": "min_word_count",
     "seed": "seed",
@@ -68,8 +71,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--weights", help="'imagenet' (default) or 'none' for a random encoder")
     add("--encoder-layer", help="backbone layer to cut at (default: the dataset's choice)")
     add("--image-size", type=int, help="input size in pixels (224)")
-    add("--attention", choices=["additive", "dot", "general", "scaled_dot", "none"],
-        help="score function (additive); none: no attention, the mean feature every step (a baseline)")
+    add("--attention", choices=["additive", "dot", "general", "scaled_dot", "none", "hard"],
+        help="score function (additive); none: no attention, the mean feature every step (a baseline); "
+             "hard: one sampled location per word (additive scores, trained with REINFORCE; experimental)")
+    add("--hard-inference", choices=["argmax", "expected"],
+        help="hard attention when captioning: the most likely location (argmax) or the expected context")
+    add("--reward-scale", type=float, help="hard attention: weight of the REINFORCE term (1.0)")
+    add("--entropy-bonus", type=float, help="hard attention: weight of the attention entropy bonus (0.01)")
     add("--embedding-dim", type=int, help="word embedding size")
     add("--units", type=int, help="LSTM size")
     add("--attention-units", type=int, help="hidden size of additive attention")
@@ -127,6 +135,8 @@ def config_from_args(args):
         overrides["feature_units"] = args.feature_units or None
     if args.no_location_embedding:
         overrides["location_embedding"] = False
+    if overrides.get("attention") == "hard":  # hard attention scores locations like the paper: additively
+        overrides.update(attention="additive", hard_attention=True)
     return Config.for_dataset(args.dataset, **overrides)
 
 

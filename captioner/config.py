@@ -33,6 +33,8 @@ class Config:
     feature_units: int | None = 512  # None: attend over the raw CNN features, as in the paper
     location_embedding: bool = True
     dropout: float = 0.5
+    hard_attention: bool = False  # sample one location per word (trained with REINFORCE) instead of soft attention
+    hard_inference: str = "argmax"  # hard attention when captioning: argmax location | expected context
 
     # optimisation
     epochs: int = 10
@@ -42,6 +44,8 @@ class Config:
     lr_schedule: str = "cosine"  # constant | cosine (decays to 1% over all epochs)
     attention_lambda: float = 1.0  # weight of the doubly stochastic attention penalty
     label_smoothing: float = 0.0  # share of each target word's probability spread over the vocabulary
+    reward_scale: float = 1.0  # hard attention: weight of the REINFORCE term (the paper's lambda_r)
+    entropy_bonus: float = 0.01  # hard attention: weight of the attention entropy bonus (lambda_e)
     clip_norm: float = 5.0
     seed: int = 0
     validation_beam: int = 1  # beam size of the free-running validation captions
@@ -78,6 +82,9 @@ class Config:
             feature_units=self.feature_units,
             location_embedding=self.location_embedding,
             dropout=self.dropout,
+            hard_attention=self.hard_attention,
+            hard_inference=self.hard_inference,
+            seed=self.seed,
         )
 
     def to_json(self) -> str:

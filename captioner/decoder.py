@@ -10,6 +10,12 @@ features a (B, L, D):
 
 The initial state comes from the mean feature through two MLPs (paper, section 3.1.2).
 
+Hard attention (paper, section 4.1; `hard_attention=True`): instead of the expected
+context sum_i alpha_i a_i, the decoder uses the feature of ONE location s ~ alpha while
+training (`sample_locations`), and at inference the most likely location (`hard_inference
+="argmax"`) or the expected context (`"expected"`). Training it needs REINFORCE for the
+location choice: see `captioner.reinforce` and the trainer.
+
 Two additions the paper does not have, both optional:
   * `feature_units`: project the CNN features once per image (Dense + ReLU) to a
     smaller size; faster, and lets dot-product scores match the decoder's size.
@@ -25,6 +31,8 @@ from keras import ops
 
 from captioner.attention import Attention
 
+HARD_INFERENCE = ("argmax", "expected")
+
 
 @keras.saving.register_keras_serializable(package="captioner")
 class DecoderWithAttention(keras.layers.Layer):
@@ -38,9 +46,14 @@ class DecoderWithAttention(keras.layers.Layer):
         feature_units: int | None = 512,
         location_embedding: bool = True,
         dropout: float = 0.5,
+        hard_attention: bool = False,
+        hard_inference: str = "argmax",
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if hard_inference not in HARD_INFERENCE:
+            raise ValueError(f"unknown hard_inference {hard_inference!r}; use {' or '.join(HARD_INFERENCE)}")
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.units = units
@@ -49,6 +62,11 @@ class DecoderWithAttention(keras.layers.Layer):
         self.feature_units = feature_units
         self.use_location_embedding = location_embedding
         self.dropout_rate = dropout
+        self.hard_attention = hard_attention
+        self.hard_inference = hard_inference
+        self.seed = seed
+        if hard_attention:  # its state is a variable: checkpoints keep it, so a resumed run samples the same
+            self.location_seed = keras.random.SeedGenerator(seed, name="location_seed")
 
         if feature_units:
             self.feature_projection = keras.layers.Dense(feature_units, activation="relu", name="feature_projection")
@@ -96,25 +114,58 @@ class DecoderWithAttention(keras.layers.Layer):
         return features, self.attention.keys(features), state
 
     def step(self, previous_words, state, features, keys, training=False):
-        """One word: previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L)."""
+        """One word: previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L).
+
+        A hard-attention decoder uses one location here: the argmax (or the expected context, as set by
+        `hard_inference`); sampling happens only in `sample_locations`.
+        """
+        policy = self.hard_inference if self.hard_attention else "expected"
+        logits, state, attention_weights, _ = self._step(previous_words, state, features, keys, training, policy)
+        return logits, state, attention_weights
+
+    def _step(self, previous_words, state, features, keys, training, policy):
+        """policy: "expected" (soft: sum_i alpha_i a_i), "argmax" or "sample" (one location's a_i)."""
         hidden, _ = state
         context, attention_weights = self.attention(features, hidden, keys=keys)  # (B, D), (B, L)
+        chosen = None
+        if policy != "expected":
+            if policy == "sample":
+                log_weights = ops.log(attention_weights + 1e-9)
+                chosen = ops.squeeze(keras.random.categorical(log_weights, 1, seed=self.location_seed), -1)
+            else:
+                chosen = ops.argmax(attention_weights, axis=-1)
+            chosen = ops.cast(chosen, "int32")  # (B,)
+            context = ops.take_along_axis(features, chosen[:, None, None], axis=1)[:, 0]  # (B, D)
         context = self.gate(hidden) * context
         embedded = self.embedding(previous_words)  # (B, E)
         hidden, state = self.lstm_cell(ops.concatenate([embedded, context], axis=-1), state, training=training)
         deep_output = embedded + self.hidden_to_embedding(hidden) + self.context_to_embedding(context)
         logits = self.output_projection(self.dropout(deep_output, training=training))
-        return logits, state, attention_weights
+        return logits, state, attention_weights, chosen
 
-    def call(self, features, token_ids, training=False):
-        """Teacher forcing: token_ids (B, T) are the previous words -> logits (B, T, V), weights (B, T, L)."""
+    def _teacher_forced(self, features, token_ids, training, policy):
         features, keys, state = self.prepare(features)
-        all_logits, all_weights = [], []
+        all_logits, all_weights, all_chosen = [], [], []
         for t in range(token_ids.shape[1]):
-            logits, state, attention_weights = self.step(token_ids[:, t], state, features, keys, training)
+            logits, state, attention_weights, chosen = self._step(token_ids[:, t], state, features, keys, training, policy)
             all_logits.append(logits)
             all_weights.append(attention_weights)
-        return ops.stack(all_logits, axis=1), ops.stack(all_weights, axis=1)
+            all_chosen.append(chosen)
+        return ops.stack(all_logits, axis=1), ops.stack(all_weights, axis=1), all_chosen
+
+    def call(self, features, token_ids, training=False):
+        """Teacher forcing: token_ids (B, T) are the previous words -> logits (B, T, V), weights (B, T, L).
+
+        Soft attention; a hard-attention decoder uses the expected context here (the paper's training
+        mixes it in half the time) unless `sample_locations` is called instead.
+        """
+        logits, weights, _ = self._teacher_forced(features, token_ids, training, "expected")
+        return logits, weights
+
+    def sample_locations(self, features, token_ids, training=True):
+        """Teacher forcing with one sampled location per word: logits (B, T, V), weights (B, T, L), chosen (B, T)."""
+        logits, weights, chosen = self._teacher_forced(features, token_ids, training, "sample")
+        return logits, weights, ops.stack(chosen, axis=1)
 
     def get_config(self):
         return {
@@ -127,4 +178,7 @@ class DecoderWithAttention(keras.layers.Layer):
             "feature_units": self.feature_units,
             "location_embedding": self.use_location_embedding,
             "dropout": self.dropout_rate,
+            "hard_attention": self.hard_attention,
+            "hard_inference": self.hard_inference,
+            "seed": self.seed,
         }

@@ -57,6 +57,7 @@ def result_json(result: Result, captioner: Captioner) -> str:
             "grid": list(captioner.grid),
             "attention": np.round(caption.attention[: len(caption.words)], ATTENTION_DECIMALS).tolist(),
             "score": caption.score,
+            **({"chosen_cells": caption.chosen_cells[: len(caption.words)]} if caption.chosen_cells else {}),
             "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
         }
     )
@@ -73,9 +74,10 @@ def write_overlay(result: Result, overlay_dir, index: int, per_word: bool = Fals
     if per_word:
         stem = overlay_path(overlay_dir, result.path, index).stem
         style.pop("max_columns", None)
-        return draw_word_overlays(result.display, caption.words, caption.attention, overlay_dir, stem, **style)
+        return draw_word_overlays(result.display, caption.words, caption.attention, overlay_dir, stem,
+                                  chosen_cells=caption.chosen_cells, **style)
     return [draw_overlay(result.display, caption.words, caption.attention, overlay_path(overlay_dir, result.path, index),
-                         **style)]
+                         chosen_cells=caption.chosen_cells, **style)]
 
 
 def report_entry(result: Result) -> ReportEntry:

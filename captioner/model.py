@@ -27,6 +27,7 @@ class Caption:
     attention: np.ndarray  # (len(words) + 1, rows, columns): one map per word, then `<end>`'s
     score: float | None = None  # beam search's (normalised) log probability
     alternatives: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # beam search's runners-up
+    chosen_cells: list[tuple[int, int]] | None = None  # hard attention (argmax): the one cell used for each word
 
     @property
     def text(self) -> str:
@@ -69,7 +70,7 @@ class Captioner(keras.Model):
         Beam search also fills each caption's `alternatives`: the other finished beams, best first.
         """
         max_length = max_length or self.max_length
-        key = (beam_size, max_length, length_penalty)
+        key = (beam_size, max_length, length_penalty, self.decoder.hard_inference)
         if key not in self._decoders:
             locations, size = self.feature_shape
             self._decoders[key] = compile_function(
@@ -91,8 +92,11 @@ class Captioner(keras.Model):
         steps = min(len(words) + 1, word_ids.shape[1])  # the words and the `<end>` after them
         alternatives = [(" ".join(self.vocabulary.decode(ids)), float(score))
                         for ids, score in zip(word_ids[1:], scores[1:]) if np.isfinite(score)]
-        return Caption(words, weights[0, :steps].reshape(steps, rows, columns),
-                       None if np.isnan(scores[0]) else float(scores[0]), alternatives)
+        attention = weights[0, :steps].reshape(steps, rows, columns)
+        chosen = None
+        if self.decoder.hard_attention and self.decoder.hard_inference == "argmax":
+            chosen = [tuple(int(i) for i in np.unravel_index(np.argmax(m), m.shape)) for m in attention]
+        return Caption(words, attention, None if np.isnan(scores[0]) else float(scores[0]), alternatives, chosen)
 
     def _search_function(self, beam_size: int, max_length: int, length_penalty: float):
         vocabulary = self.vocabulary

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner import metrics, pipeline
+from captioner import metrics, pipeline, reinforce
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import Config
 from captioner.datasets import Split, load_splits
@@ -40,6 +40,7 @@ LAST_CHECKPOINT = "checkpoints/last.npz"
 BEST_CHECKPOINT = "checkpoints/best.npz"
 BEST_MODEL = "best.keras"
 OVERLAY_EXAMPLES = 5
+EXPECTED_CONTEXT_SHARE = 0.5  # hard attention: share of batches trained with the expected context
 
 
 def caption_loss(logits, targets, attention_weights, attention_lambda: float, label_smoothing: float = 0.0):
@@ -141,6 +142,9 @@ class Trainer:
         self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
         self.optimizer.build(self.decoder.trainable_variables)
         self._compiled = {}  # (step, caption length) -> tf.function; the decoder unrolls over the length
+        # Hard attention's moving-average reward baseline; saved with the weights.
+        self.reward_baseline = keras.Variable(0.0, trainable=False, name="reward_baseline")
+        self.baseline_started = keras.Variable(False, trainable=False, dtype="bool", name="baseline_started")
 
     def _compiled_step(self, step, token_length: int):
         key = (step.__name__, token_length)
@@ -157,6 +161,10 @@ class Trainer:
     def eval_step(self, features, token_ids):
         return self._compiled_step(self._eval_step, token_ids.shape[1])(features, token_ids)
 
+    def hard_train_step(self, features, token_ids):
+        """One step with sampled locations: loss, cross-entropy, penalty, gradient norm, reward, baseline, entropy."""
+        return self._compiled_step(self._hard_train_step, token_ids.shape[1])(features, token_ids)
+
     def _train_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
         with tf.GradientTape() as tape:
@@ -169,30 +177,83 @@ class Trainer:
         self.optimizer.apply_gradients(zip(gradients, variables))
         return loss, cross_entropy, penalty, gradient_norm
 
+    def _hard_train_step(self, features, token_ids):
+        """The paper's hard-attention objective (section 4.1) with one location sampled per word.
+
+        The caption's log-likelihood given the sampled locations trains the decoder as usual; REINFORCE
+        trains the location policy with that log-likelihood (per word, so long captions do not get
+        larger rewards) as the reward, minus a moving-average baseline, times `reward_scale`; an entropy
+        bonus keeps the attention from settling on one place too soon.
+        """
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        mask = tf.cast(targets != 0, tf.float32)
+        words = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)  # (B,)
+        with tf.GradientTape() as tape:
+            logits, attention_weights, chosen = self.decoder.sample_locations(features, inputs, training=True)
+            loss, cross_entropy, penalty = caption_loss(logits, targets, attention_weights,
+                                                        self.config.attention_lambda, self.config.label_smoothing)
+            log_likelihood = -tf.reduce_sum(
+                keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True) * mask, axis=1) / words
+            chosen_weight = tf.gather(attention_weights, chosen, axis=2, batch_dims=2)  # alpha of the sampled cell
+            log_policy = tf.reduce_sum(tf.math.log(chosen_weight + reinforce.EPSILON) * mask, axis=1) / words
+            entropy = tf.reduce_sum(reinforce.entropy(attention_weights) * mask, axis=1) / words
+            policy_loss = reinforce.policy_gradient_loss(log_policy, log_likelihood, self.reward_baseline)
+            total = loss + self.config.reward_scale * policy_loss - self.config.entropy_bonus * tf.reduce_mean(entropy)
+        variables = self.decoder.trainable_variables
+        gradients, gradient_norm = tf.clip_by_global_norm(tape.gradient(total, variables), self.config.clip_norm)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        reward = tf.reduce_mean(log_likelihood)
+        self.reward_baseline.assign(reinforce.moving_average_baseline(self.reward_baseline, log_likelihood,
+                                                                      self.baseline_started))
+        self.baseline_started.assign(True)
+        return loss, cross_entropy, penalty, gradient_norm, reward, self.reward_baseline.value, tf.reduce_mean(entropy)
+
     def _eval_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         logits, attention_weights = self.decoder(features, inputs, training=False)
         return caption_loss(logits, targets, attention_weights, self.config.attention_lambda)
 
     def model_variables(self):
-        """Weights and the dropout seed state, so a resumed run draws the same dropout masks."""
+        """Weights and the random seed states, so a resumed run draws the same dropout masks (and locations)."""
+        if self.decoder.hard_attention:
+            return [*self.decoder.variables, self.reward_baseline, self.baseline_started]
         return self.decoder.variables
 
     def run_epoch(self, features, image_index, token_ids, epoch: int) -> dict[str, float]:
         batches = pipeline.epoch_batches(token_ids, self.config.batch_size, self.config.seed, epoch,
                                          by_length=self.config.batch_by_length)
-        progress = keras.utils.Progbar(len(batches), stateful_metrics=["loss", "xent", "attn"])
-        totals, captions = np.zeros(3), 0
+        # Hard attention: half the batches (the paper's choice) use the expected context, the rest sample.
+        sampled = np.random.default_rng([self.config.seed, epoch, 1]).random(len(batches)) >= EXPECTED_CONTEXT_SHARE
+        sampled &= self.decoder.hard_attention
+        progress = keras.utils.Progbar(len(batches), stateful_metrics=["loss", "xent", "attn", "reward", "baseline"])
+        totals, gradient_norms, hard = np.zeros(3), [], []
+        captions = 0
         for step, (batch_features, batch_ids) in enumerate(pipeline.make_dataset(features, image_index, token_ids, batches)):
-            loss, cross_entropy, penalty, _ = self.train_step(batch_features, batch_ids)
+            if sampled[step]:
+                loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy = self.hard_train_step(
+                    batch_features, batch_ids)
+                hard.append([float(reward), float(baseline), float(entropy)])
+            else:
+                loss, cross_entropy, penalty, gradient_norm = self.train_step(batch_features, batch_ids)
             if not np.isfinite(float(loss)):
                 # The step already spoiled the weights in memory; the checkpoints on disk are from before it.
                 raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
             totals += [float(loss), float(cross_entropy), float(penalty)]
+            gradient_norms.append(float(gradient_norm))
             captions += int(batch_ids.shape[0])
             mean = totals / (step + 1)
-            progress.update(step + 1, [("loss", mean[0]), ("xent", mean[1]), ("attn", mean[2])])
-        return {"train_loss": totals[0] / len(batches), "train_cross_entropy": totals[1] / len(batches), "captions": captions}
+            shown = [("loss", mean[0]), ("xent", mean[1]), ("attn", mean[2])]
+            if hard:
+                shown += [("reward", hard[-1][0]), ("baseline", hard[-1][1])]
+            progress.update(step + 1, shown)
+        row = {"train_loss": totals[0] / len(batches), "train_cross_entropy": totals[1] / len(batches),
+               "captions": captions, "gradient_norm": float(np.mean(gradient_norms))}
+        if hard:
+            first, last = np.mean(hard[: max(1, len(hard) // 4)], axis=0), np.mean(hard[-max(1, len(hard) // 4):], axis=0)
+            row.update({"hard_batches": len(hard), "reward": float(np.mean([h[0] for h in hard])),
+                        "reward_first_quarter": float(first[0]), "reward_last_quarter": float(last[0]),
+                        "baseline": hard[-1][1], "attention_entropy": float(np.mean([h[2] for h in hard]))})
+        return row
 
     def validation_loss(self, features, image_index, token_ids) -> float:
         batches = pipeline.sequential_batches(len(image_index), self.config.batch_size)
@@ -375,7 +436,8 @@ def train(config: Config, resume: bool = False) -> Path:
     for index in range(min(OVERLAY_EXAMPLES, len(test))):
         caption = test_captions[index]
         print(f"  {test.paths[index] if test.paths else f'test scene {index}'}: {caption.text}")
-        draw_overlay(test.image(index, size), caption.words, caption.attention, run_dir / "overlays" / f"test_{index:03d}.png")
+        draw_overlay(test.image(index, size), caption.words, caption.attention, run_dir / "overlays" / f"test_{index:03d}.png",
+                     chosen_cells=caption.chosen_cells)
     if test.scenes is not None:
         _write_example_scenes(test, run_dir / "test_scenes")
     print(f"Model: {run_dir / BEST_MODEL}   overlays: {run_dir / 'overlays'}")
