@@ -54,6 +54,10 @@ class Config:
     lr_plateau_patience: int | None = 2  # halve the learning rate after this many epochs without one
     lr_plateau_factor: float = 0.5
 
+    # fine-tuning
+    init_model: str | None = None  # start from this .keras model (its architecture, vocabulary and weights)
+    self_critical: bool = False  # self-critical sequence training: REINFORCE with CIDEr-D rewards (needs init_model)
+
     run_dir: str | None = None
 
     def __post_init__(self):

@@ -17,7 +17,7 @@ import tensorflow as tf
 from captioner.decoder import DecoderWithAttention
 from captioner.encoder import Encoder
 from captioner.graph import compile_function
-from captioner.search import beam_search, greedy_search
+from captioner.search import beam_search, greedy_search, sample_search
 from captioner.vocabulary import Vocabulary
 
 
@@ -84,6 +84,18 @@ class Captioner(keras.Model):
         else:
             scores = outputs[2].numpy()
         return [self._caption(ids, attention, image_scores) for ids, attention, image_scores in zip(word_ids, weights, scores)]
+
+    def sample_features(self, features, seed: tuple[int, int]) -> np.ndarray:
+        """Captions drawn from the model's distribution, as word ids (B, max_length + 1), repeatable by `seed`."""
+        if "sample" not in self._decoders:
+            locations, size = self.feature_shape
+            vocabulary, max_length = self.vocabulary, self.max_length
+            self._decoders["sample"] = compile_function(
+                lambda features, seed: sample_search(self.decoder, features, vocabulary.start_id, vocabulary.end_id,
+                                                     max_length, seed),
+                [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([2], tf.int32)],
+            )
+        return self._decoders["sample"](tf.convert_to_tensor(features, tf.float32), tf.constant(seed, tf.int32)).numpy()
 
     def _caption(self, word_ids, weights, scores) -> Caption:
         """The best of an image's captions (K, T) with its attention maps; the others as alternatives."""

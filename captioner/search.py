@@ -40,6 +40,28 @@ def greedy_search(decoder, features, start_id: int, end_id: int, max_length: int
     return tf.stack(all_words, axis=1), tf.stack(all_weights, axis=1)
 
 
+def sample_search(decoder, features, start_id: int, end_id: int, max_length: int, seed, min_length: int = 1):
+    """Captions drawn word by word from the model's own distribution: features (B, L, D) -> word ids (B, T).
+
+    Self-critical training's samples. `seed` (2,) int32 makes the draw repeatable; each step folds
+    in its index so the steps draw differently.
+    """
+    features, keys, state = decoder.prepare(features)
+    words = tf.fill([tf.shape(features)[0]], start_id)
+    never = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID])
+    never_or_end = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, end_id])
+    all_words = []
+    for step in range(max_length + 1):
+        logits, state, _ = decoder.step(words, state, features, keys)
+        logits += never_or_end if step < min_length else never
+        step_seed = tf.random.experimental.stateless_fold_in(seed, step)
+        words = tf.cast(tf.random.stateless_categorical(logits, 1, seed=step_seed)[:, 0], tf.int32)
+        if step == max_length:
+            words = tf.fill(tf.shape(words), end_id)
+        all_words.append(words)
+    return tf.stack(all_words, axis=1)
+
+
 def beam_search(
     decoder,
     features,

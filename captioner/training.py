@@ -26,15 +26,16 @@ import tensorflow as tf
 
 from captioner import metrics, pipeline, reinforce
 from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.cider import CiderD
 from captioner.config import Config
 from captioner.datasets import Split, load_splits
 from captioner.evaluate import evaluate_captions, format_table
 from captioner.features import DEFAULT_CACHE, FeatureStore, encode_in_memory
 from captioner.graph import compile_function
 from captioner.io_utils import atomic_path, atomic_write_text
-from captioner.model import Captioner
+from captioner.model import Captioner, load_captioner
 from captioner.overlay import draw_overlay
-from captioner.vocabulary import Vocabulary
+from captioner.vocabulary import Vocabulary, tokenize
 
 LAST_CHECKPOINT = "checkpoints/last.npz"
 BEST_CHECKPOINT = "checkpoints/best.npz"
@@ -146,11 +147,13 @@ class Trainer:
         self.reward_baseline = keras.Variable(0.0, trainable=False, name="reward_baseline")
         self.baseline_started = keras.Variable(False, trainable=False, dtype="bool", name="baseline_started")
 
-    def _compiled_step(self, step, token_length: int):
+    def _compiled_step(self, step, token_length: int, extra=()):
+        """`step` compiled for captions of `token_length` ids; `extra`: specs of further (B,) inputs."""
         key = (step.__name__, token_length)
         if key not in self._compiled:
             locations, size = self.captioner.feature_shape
-            signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32)]
+            signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32),
+                         *extra]
             self._compiled[key] = compile_function(step, signature)
         return self._compiled[key]
 
@@ -207,6 +210,63 @@ class Trainer:
                                                                       self.baseline_started))
         self.baseline_started.assign(True)
         return loss, cross_entropy, penalty, gradient_norm, reward, self.reward_baseline.value, tf.reduce_mean(entropy)
+
+    def self_critical_step(self, features, token_ids, rewards, baselines):
+        """REINFORCE on whole sampled captions: token_ids (B, T) are `<start>` + a sample + `<end>`."""
+        per_caption = tf.TensorSpec([None], tf.float32)
+        return self._compiled_step(self._self_critical_step, token_ids.shape[1], (per_caption, per_caption))(
+            features, token_ids, rewards, baselines)
+
+    def _self_critical_step(self, features, token_ids, rewards, baselines):
+        """Rennie et al. 2017: raise log p(sample) in proportion to how much its CIDEr-D beats the greedy caption's.
+
+        No dropout: the gradient is of the same policy that drew the samples.
+        """
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        mask = tf.cast(targets != 0, tf.float32)
+        with tf.GradientTape() as tape:
+            logits, _ = self.decoder(features, inputs, training=False)
+            word_log_probabilities = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+            log_probability = tf.reduce_sum(word_log_probabilities * mask, axis=1)  # (B,) of each whole sample
+            loss = reinforce.policy_gradient_loss(log_probability, rewards, baselines)
+        variables = self.decoder.trainable_variables
+        gradients, gradient_norm = tf.clip_by_global_norm(tape.gradient(loss, variables), self.config.clip_norm)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return loss, gradient_norm
+
+    def run_self_critical_epoch(self, features, references: list[list[str]], cider: CiderD, epoch: int) -> dict:
+        """One pass over the training images: sample a caption and decode a greedy one for each, reward the difference."""
+        vocabulary = self.captioner.vocabulary
+        order = np.random.default_rng([self.config.seed, epoch, 2]).permutation(len(features))
+        batches = [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
+        progress = keras.utils.Progbar(len(batches), stateful_metrics=["sample", "greedy"])
+        sample_scores, greedy_scores, gradient_norms = [], [], []
+        for step, batch in enumerate(batches):
+            batch_features = np.asarray(features[np.sort(batch)], dtype=np.float32)
+            batch_references = [references[i] for i in np.sort(batch)]
+            greedy = [c.words for c in self.captioner.decode_features(batch_features)]
+            sampled_ids = self.captioner.sample_features(batch_features, seed=(self.config.seed, epoch * 100_003 + step))
+            sampled = [vocabulary.decode(ids) for ids in sampled_ids]
+            sample_reward = cider.scores(sampled, batch_references)
+            greedy_reward = cider.scores(greedy, batch_references)
+            token_ids = self._sample_token_ids(sampled)
+            loss, gradient_norm = self.self_critical_step(batch_features, token_ids, sample_reward, greedy_reward)
+            if not np.isfinite(float(loss)):
+                raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
+            sample_scores.extend(sample_reward)
+            greedy_scores.extend(greedy_reward)
+            gradient_norms.append(float(gradient_norm))
+            progress.update(step + 1, [("sample", float(np.mean(sample_scores))), ("greedy", float(np.mean(greedy_scores)))])
+        return {"captions": len(order), "sample_cider": float(np.mean(sample_scores)),
+                "greedy_cider": float(np.mean(greedy_scores)),
+                "reward": float(np.mean(np.subtract(sample_scores, greedy_scores))),
+                "gradient_norm": float(np.mean(gradient_norms))}
+
+    def _sample_token_ids(self, sampled: list[list[str]]) -> np.ndarray:
+        """`<start>` words `<end>` per sample, padded to the batch's longest (a multiple of LENGTH_STEP)."""
+        encoded = self.captioner.vocabulary.encode_batch([" ".join(words) for words in sampled], self.config.max_length)
+        longest = pipeline.padded_length(int((encoded != 0).sum(axis=1).max()))
+        return encoded[:, : min(longest, encoded.shape[1])]
 
     def _eval_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
@@ -339,16 +399,27 @@ def train(config: Config, resume: bool = False) -> Path:
     keras.utils.set_random_seed(config.seed)
 
     splits = load_splits(config)
-    vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
+    if config.init_model:  # fine-tuning (self-critical): the model's own architecture, vocabulary and weights
+        captioner = load_captioner(config.init_model)
+        vocabulary = captioner.vocabulary
+    else:
+        vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
+        captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
+        captioner.build()
     vocabulary.save(run_dir / "vocabulary.json")
     print(f"Run directory: {run_dir}  vocabulary: {len(vocabulary)} words")
 
-    captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
-    captioner.build()
     splits, features = encode_splits(captioner, splits, config)
     pairs = {name: caption_pairs(split, vocabulary, config.max_length) for name, split in splits.items()}
 
     steps_per_epoch = math.ceil(len(pairs["train"][0]) / config.batch_size)
+    if config.self_critical:
+        if not config.init_model:
+            raise ValueError("self-critical training starts from a trained model: give --init MODEL.keras")
+        # CIDEr-D's document frequencies: the training references, tokenised like the captions.
+        tokenised_train = [[tokenize(c) for c in refs] for refs in splits["train"].captions]
+        cider = CiderD(tokenised_train)
+        steps_per_epoch = math.ceil(len(splits["train"]) / config.batch_size)
     trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch)
     history, start_epoch, best_score, best_epoch = [], 0, -math.inf, -1
     if resuming:
@@ -368,7 +439,10 @@ def train(config: Config, resume: bool = False) -> Path:
         epoch_started = time.time()
         print(f"Epoch {epoch + 1}/{config.epochs}")
         try:
-            row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
+            if config.self_critical:
+                row = {"epoch": epoch + 1, **trainer.run_self_critical_epoch(features["train"], tokenised_train, cider, epoch)}
+            else:
+                row = {"epoch": epoch + 1, **trainer.run_epoch(features["train"], *pairs["train"], epoch)}
         except TrainingDiverged as error:
             last = run_dir / LAST_CHECKPOINT
             kept = f"the last good checkpoint, {last}, is untouched" if last.exists() else "no epoch had finished"

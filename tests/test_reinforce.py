@@ -123,3 +123,34 @@ def test_train_py_hard_attention_logs_the_policy_and_resumes(tmp_path, capsys):
     assert len(result["chosen_cells"]) == len(result["words"])
     assert predict.main([str(scene), "--model", str(run_dir / "best.keras"), "--json", "--hard-inference", "expected"]) == 0
     assert "chosen_cells" not in json.loads(capsys.readouterr().out)
+
+
+def test_self_critical_fine_tuning_from_a_trained_model(tmp_path):
+    import json
+
+    import train
+    from helpers import TINY_RUN
+
+    base = tmp_path / "base"
+    assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(base)]) == 0
+    tuned = tmp_path / "scst"
+    assert train.main(TINY_RUN + ["--scst", "--init", str(base / "best.keras"), "--epochs", "2", "--lr", "1e-3",
+                                  "--run-dir", str(tuned)]) == 0
+    rows = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert {"sample_cider", "greedy_cider", "reward", "gradient_norm", "val_cider"} <= set(row)
+        assert np.isclose(row["reward"], row["sample_cider"] - row["greedy_cider"], atol=1e-5)
+    config = json.loads((tuned / "config.json").read_text())
+    assert config["self_critical"] and config["learning_rate"] == 1e-3 and config["lr_schedule"] == "constant"
+    assert json.loads((tuned / "vocabulary.json").read_text()) == json.loads((base / "vocabulary.json").read_text())
+
+
+def test_scst_without_a_model_is_refused(capsys):
+    import pytest
+
+    import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--scst"])
+    assert "--init" in capsys.readouterr().err
