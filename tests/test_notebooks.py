@@ -1,0 +1,49 @@
+"""The notebooks run top to bottom, offline, as stored (their outputs are committed; here they are re-run)."""
+
+from pathlib import Path
+
+import pytest
+
+from captioner.encoder import Encoder, WeightsUnavailableError
+from captioner.model import default_model_path
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _imagenet_weights_available() -> bool:
+    try:
+        Encoder("mobilenet_v2", weights="imagenet", image_size=96)
+    except WeightsUnavailableError:
+        return False
+    return True
+
+
+def _run(name: str):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()  # raises CellExecutionError, with the cell and the traceback, if any cell fails
+    return notebook
+
+
+def _text(notebook) -> str:
+    return "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+def test_attention_from_scratch():
+    text = _text(_run("01_attention_from_scratch.ipynb"))
+    assert text.count("gives the same weights and context") == 4
+
+
+@pytest.mark.skipif(not default_model_path().exists(), reason="no shipped model in models/")
+def test_caption_and_look():
+    text = _text(_run("02_caption_and_look.ipynb"))
+    assert "cat.jpg" in text and "beam 3:" in text
+
+
+@pytest.mark.skipif(not _imagenet_weights_available(), reason="MobileNetV2 ImageNet weights not available offline")
+def test_train_your_own():
+    text = _text(_run("03_train_your_own.ipynb"))
+    assert "exact match:" in text and "attention peaks:" in text
