@@ -51,7 +51,7 @@ def format_table(scores: dict, title: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a .keras file written by train.py")
+    parser.add_argument("--model", help="a .keras file written by train.py; default: the shipped model in models/")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -69,9 +69,10 @@ def main(argv=None) -> int:
     from captioner.config import Config
     from captioner.features import DEFAULT_CACHE, FeatureStore
     from captioner.io_utils import atomic_write_text
-    from captioner.model import load_captioner
+    from captioner.model import default_model_path, load_captioner
     from captioner.training import caption_features
 
+    args.model = args.model or str(default_model_path())
     try:
         captioner = load_captioner(args.model)
         config = Config(dataset=args.dataset, data_dir=args.data_dir, backbone=captioner.encoder.backbone_name)

@@ -45,7 +45,7 @@ def test_bad_training_flags_exit_with_status_2(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["x.png", "--model", "m.keras", "--beam", "0"], ["x.png"]])
+@pytest.mark.parametrize("argv", [["x.png", "--model", "m.keras", "--beam", "0"], ["x.png", "--max-length", "0"], []])
 def test_bad_predict_flags_exit_with_status_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         predict.parse_args(argv)
@@ -57,3 +57,10 @@ def test_config_round_trips_through_json():
     assert Config.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="unknown config keys"):
         Config.from_json(json.dumps({"nonsense": 1}))
+
+
+def test_predict_without_model_uses_the_default_and_names_it_when_missing(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "models" / "gone.keras"
+    monkeypatch.setenv("CAPTIONER_MODEL", str(missing))
+    assert predict.main([str(tmp_path / "x.png")]) == 2
+    assert str(missing) in capsys.readouterr().err
