@@ -17,5 +17,15 @@ import tensorflow as tf
 
 
 def compile_function(function, input_signature):
-    """`function` as a TensorFlow graph function, traced from the loaded code (no AutoGraph)."""
-    return tf.function(function, input_signature=input_signature, autograph=False)
+    """`function` as a TensorFlow graph function, traced from the loaded code (no AutoGraph).
+
+    Each call makes a new graph function over a fresh wrapper: the trainer compiles one per caption
+    length on purpose, and TensorFlow would otherwise count those as accidental retracing of one
+    Python function and warn about it.
+    """
+
+    def traced(*args):
+        return function(*args)
+
+    traced.__name__ = getattr(function, "__name__", "traced")
+    return tf.function(traced, input_signature=input_signature, autograph=False)
