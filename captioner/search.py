@@ -9,7 +9,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 NEGATIVE_INFINITY = -1e9  # large but finite, so that 0 * it stays 0
-PAD_ID, START_ID = 0, 1  # never generated
+# Never generated: padding, `<start>`, and `<unk>`, which is not a word anyone wants to read
+# (a caption says "a building" with the word it has rather than "a <unk>").
+PAD_ID, START_ID, UNKNOWN_ID = 0, 1, 3
 
 
 def _word_penalty(vocabulary_size: int, word_ids) -> tf.Tensor:
@@ -26,8 +28,8 @@ def greedy_search(decoder, features, start_id: int, end_id: int, max_length: int
     """
     features, keys, state = decoder.prepare(features)
     words = tf.fill([tf.shape(features)[0]], start_id)
-    never = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID])
-    never_or_end = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, end_id])
+    never = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, UNKNOWN_ID])
+    never_or_end = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, UNKNOWN_ID, end_id])
     all_words, all_weights = [], []
     for step in range(max_length + 1):
         logits, state, attention_weights = decoder.step(words, state, features, keys)
@@ -48,8 +50,8 @@ def sample_search(decoder, features, start_id: int, end_id: int, max_length: int
     """
     features, keys, state = decoder.prepare(features)
     words = tf.fill([tf.shape(features)[0]], start_id)
-    never = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID])
-    never_or_end = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, end_id])
+    never = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, UNKNOWN_ID])
+    never_or_end = _word_penalty(decoder.vocabulary_size, [PAD_ID, START_ID, UNKNOWN_ID, end_id])
     all_words = []
     for step in range(max_length + 1):
         logits, state, _ = decoder.step(words, state, features, keys)
@@ -110,8 +112,8 @@ def beam_search(
     finished_words = tf.zeros([batch, beams, steps], tf.int32)
     finished_weights = tf.zeros([batch, beams, steps, locations])
     words = tf.fill([batch * beams], start_id)
-    never = _word_penalty(vocabulary_size, [PAD_ID, START_ID])
-    never_or_end = _word_penalty(vocabulary_size, [PAD_ID, START_ID, end_id])
+    never = _word_penalty(vocabulary_size, [PAD_ID, START_ID, UNKNOWN_ID])
+    never_or_end = _word_penalty(vocabulary_size, [PAD_ID, START_ID, UNKNOWN_ID, end_id])
     only_end = tf.one_hot(end_id, vocabulary_size, on_value=0.0, off_value=NEGATIVE_INFINITY)
     columns = tf.range(steps)
 

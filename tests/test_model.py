@@ -44,7 +44,8 @@ def test_wide_beam_finds_the_most_likely_caption(random_images):
     captioner = make_captioner(seed=5)
     vocabulary = captioner.vocabulary
     features = captioner.encoder(random_images[:1])
-    words = [i for i in range(len(vocabulary)) if i not in (vocabulary.pad_id, vocabulary.start_id, vocabulary.end_id)]
+    never = (vocabulary.pad_id, vocabulary.start_id, vocabulary.end_id, vocabulary.unknown_id)
+    words = [i for i in range(len(vocabulary)) if i not in never]
     max_length = 2
     candidates = [list(c) for n in (1, 2) for c in itertools.product(words, repeat=n)]
     token_ids = np.array([[vocabulary.start_id] + c + [vocabulary.end_id] * (3 - len(c)) for c in candidates])
@@ -56,6 +57,16 @@ def test_wide_beam_finds_the_most_likely_caption(random_images):
                                 beam_size=len(vocabulary) ** 2)
     assert vocabulary.decode(ids.numpy()[0]) == vocabulary.decode(candidates[best])
     np.testing.assert_allclose(score.numpy()[0], totals[best], rtol=1e-4)
+
+
+def test_unknown_word_is_never_written(random_images):
+    captioner = make_captioner(seed=7)
+    # Make `<unk>` the most likely word everywhere: the searches must still pick real words.
+    bias = captioner.decoder.output_projection.bias
+    bias.assign(np.where(np.arange(bias.shape[0]) == captioner.vocabulary.unknown_id, 50.0, np.asarray(bias)))
+    for beam_size in (1, 3):
+        for caption in captioner.caption(random_images, beam_size=beam_size, max_length=4):
+            assert "<unk>" not in caption.words and caption.words
 
 
 def test_captions_respect_max_length_and_carry_one_map_per_word(random_images):
