@@ -76,8 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
              "hard: one sampled location per word (additive scores, trained with REINFORCE; experimental)")
     add("--hard-inference", choices=["argmax", "expected"],
         help="hard attention when captioning: the most likely location (argmax) or the expected context")
-    add("--reward-scale", type=float, help="hard attention: weight of the REINFORCE term (1.0)")
-    add("--entropy-bonus", type=float, help="hard attention: weight of the attention entropy bonus (0.01)")
+    add("--reward-scale", type=float, help="hard attention: weight of the REINFORCE term (10)")
+    add("--entropy-bonus", type=float, help="hard attention: weight of the attention entropy bonus (0.001)")
     add("--embedding-dim", type=int, help="word embedding size")
     add("--units", type=int, help="LSTM size")
     add("--attention-units", type=int, help="hidden size of additive attention")

@@ -44,8 +44,10 @@ class Config:
     lr_schedule: str = "cosine"  # constant | cosine (decays to 1% over all epochs)
     attention_lambda: float = 1.0  # weight of the doubly stochastic attention penalty
     label_smoothing: float = 0.0  # share of each target word's probability spread over the vocabulary
-    reward_scale: float = 1.0  # hard attention: weight of the REINFORCE term (the paper's lambda_r)
-    entropy_bonus: float = 0.01  # hard attention: weight of the attention entropy bonus (lambda_e)
+    # Hard attention's REINFORCE weights (the paper's lambda_r and lambda_e). On synthetic scenes 10 and
+    # 0.001 beat 1 and 0.01 on every caption score and on grounding (docs/results.md).
+    reward_scale: float = 10.0
+    entropy_bonus: float = 0.001
     clip_norm: float = 5.0
     seed: int = 0
     validation_beam: int = 1  # beam size of the free-running validation captions
