@@ -13,15 +13,12 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # figures without pyplot: no display, no global backend switch
+from matplotlib.patches import Rectangle
+from PIL import Image
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from captioner.io_utils import atomic_path  # noqa: E402
+from captioner.io_utils import atomic_path
 
 PANEL_INCHES = 2.2
 MAX_COLUMNS = 5
@@ -68,8 +65,8 @@ def _draw_panel(ax, image, attention_map, title, style, colormap, alpha, chosen_
 
 def _figure(panels: int, columns: int, panel_inches: float, aspect: float):
     rows = math.ceil(panels / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * panel_inches, rows * (panel_inches * aspect + 0.3)),
-                                squeeze=False)
+    figure = Figure(figsize=(columns * panel_inches, rows * (panel_inches * aspect + 0.3)))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     return figure, axes.ravel()
@@ -79,7 +76,6 @@ def _save(figure, path) -> Path:
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
     return Path(path)
 
 
