@@ -24,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
     parser.add_argument("--model", default=None,
                         help="a .keras file written by train.py (best.keras); default: the shipped model in models/")
-    parser.add_argument("--beam", type=int, default=1, help="beam size; 1 is greedy search")
+    parser.add_argument("--beam", type=int, default=3, help="beam size (3: best on Flickr8k); 1 is greedy search")
     parser.add_argument("--length-penalty", type=float, default=0.0,
                         help="beam search ranks by log p / length ** this (0: plain log probability)")
     parser.add_argument("--max-length", type=int, default=None, help="most words per caption")
