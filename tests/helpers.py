@@ -26,3 +26,14 @@ def make_captioner(attention="additive", feature_units=32, units=32, location_em
     captioner = Captioner(vocabulary.words, encoder, decoder, max_length=8)
     captioner.build()
     return captioner
+
+
+def imagenet_weights_available() -> bool:
+    """Whether MobileNetV2's ImageNet weights (224 px, the size the demo and the shipped model use) load offline."""
+    from captioner.encoder import Encoder, WeightsUnavailableError
+
+    try:
+        Encoder("mobilenet_v2", weights="imagenet", image_size=224)
+    except WeightsUnavailableError:
+        return False
+    return True

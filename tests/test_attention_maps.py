@@ -13,8 +13,8 @@ import train
 from captioner import metrics, synthetic
 from captioner.config import Config
 from captioner.datasets import synthetic_splits
-from captioner.encoder import Encoder, WeightsUnavailableError
 from captioner.model import Caption, load_captioner
+from helpers import imagenet_weights_available
 
 GRID = 7
 
@@ -55,15 +55,9 @@ def test_maps_on_the_named_objects_score_high_and_copied_or_flat_maps_fail():
     assert flat["distinct_peaks"] == 0.0 and flat["peak_on_object"] < 0.5
 
 
-def _imagenet_weights_available() -> bool:
-    try:
-        Encoder("mobilenet_v2", weights="imagenet", image_size=96)
-    except WeightsUnavailableError:
-        return False
-    return True
 
 
-@pytest.mark.skipif(not _imagenet_weights_available(),
+@pytest.mark.skipif(not imagenet_weights_available(),
                     reason="MobileNetV2 ImageNet weights not available offline (set KERAS_HOME to ../shared/keras_home)")
 def test_a_trained_synthetic_model_looks_at_each_object_it_names(tmp_path):
     # The demo preset, shortened: about 2 minutes on 2 CPU cores.

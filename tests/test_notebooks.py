@@ -4,18 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from captioner.encoder import Encoder, WeightsUnavailableError
 from captioner.model import default_model_path
+from helpers import imagenet_weights_available
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def _imagenet_weights_available() -> bool:
-    try:
-        Encoder("mobilenet_v2", weights="imagenet", image_size=96)
-    except WeightsUnavailableError:
-        return False
-    return True
 
 
 def _run(name: str):
@@ -43,7 +37,7 @@ def test_caption_and_look():
     assert "cat.jpg" in text and "beam 3:" in text
 
 
-@pytest.mark.skipif(not _imagenet_weights_available(), reason="MobileNetV2 ImageNet weights not available offline")
+@pytest.mark.skipif(not imagenet_weights_available(), reason="MobileNetV2 ImageNet weights not available offline")
 def test_train_your_own():
     text = _text(_run("03_train_your_own.ipynb"))
     assert "exact match:" in text and "attention peaks:" in text
