@@ -34,6 +34,9 @@ class Caption:
         return " ".join(self.words)
 
 
+ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
+
+
 @keras.saving.register_keras_serializable(package="captioner")
 class Captioner(keras.Model):
     def __init__(self, vocabulary: list[str], encoder: dict, decoder: dict, max_length: int = 20, **kwargs):
@@ -123,8 +126,16 @@ class Captioner(keras.Model):
 
     def caption(self, images, beam_size: int = 1, max_length: int | None = None,
                 length_penalty: float = 0.0) -> list[Caption]:
-        """Captions for images (B, S, S, 3) with RGB values in [0, 255]."""
-        return self.decode_features(self.encoder(images), beam_size, max_length, length_penalty)
+        """Captions for images (B, S, S, 3) with RGB values in [0, 255], encoded `ENCODE_BATCH` at a time.
+
+        The CNN's early activations are large (about 5 MB per image for MobileNetV2 at 224 px), so a
+        few hundred images in one call would need gigabytes at once.
+        """
+        captions = []
+        for start in range(0, len(images), ENCODE_BATCH):
+            features = self.encoder(images[start : start + ENCODE_BATCH])
+            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty))
+        return captions
 
     def get_config(self):
         return {
