@@ -23,7 +23,9 @@ def _run(name: str):
 
 
 def _text(notebook) -> str:
-    return "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    """Everything the notebook printed to stdout (stderr notices can land between two prints)."""
+    return "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+                   if output.get("name") == "stdout")
 
 
 def test_attention_from_scratch():
