@@ -57,9 +57,14 @@ def open_image(path) -> Image.Image:
         raise ImageError(f"{path}: unreadable image ({error})") from None
 
 
+def _squeezed(image: Image.Image, image_size: int) -> np.ndarray:
+    """The whole image squeezed into the encoder's square: (image_size, image_size, 3) uint8."""
+    return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+
+
 def load_image(path, image_size: int) -> np.ndarray:
     """The image at `path` as (image_size, image_size, 3) uint8 RGB, as the encoder sees it, or ImageError."""
-    return np.asarray(open_image(path).resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+    return _squeezed(open_image(path), image_size)
 
 
 def fit_for_display(image: Image.Image, max_side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -76,7 +81,7 @@ def fit_for_display(image: Image.Image, max_side: int = DISPLAY_SIDE) -> np.ndar
 def load_images(path, image_size: int, max_side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """(encoder input (S, S, 3), display image (H, W, 3) with its own aspect ratio), decoding the file once."""
     image = open_image(path)
-    return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8), fit_for_display(image, max_side)
+    return _squeezed(image, image_size), fit_for_display(image, max_side)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:

@@ -73,7 +73,6 @@ def write_overlay(result: Result, overlay_dir, index: int, per_word: bool = Fals
     caption = result.caption
     if per_word:
         stem = overlay_path(overlay_dir, result.path, index).stem
-        style.pop("max_columns", None)
         return draw_word_overlays(result.display, caption.words, caption.attention, overlay_dir, stem,
                                   chosen_cells=caption.chosen_cells, **style)
     return [draw_overlay(result.display, caption.words, caption.attention, overlay_path(overlay_dir, result.path, index),

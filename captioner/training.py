@@ -59,7 +59,7 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
     mask = tf.cast(targets != 0, tf.float32)
     words = tf.maximum(tf.reduce_sum(mask), 1.0)
     log_probabilities = tf.nn.log_softmax(logits)  # (B, T, V)
-    per_word = -tf.gather(log_probabilities, targets, axis=-1, batch_dims=2)  # (B, T)
+    per_word = -target_log_probabilities(log_probabilities, targets)  # (B, T)
     cross_entropy = tf.reduce_sum(per_word * mask) / words
     objective = cross_entropy
     if label_smoothing:
@@ -68,6 +68,16 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
     attention_per_location = tf.reduce_sum(attention_weights * mask[..., None], axis=1)  # (B, L)
     penalty = tf.reduce_mean(tf.square(1.0 - attention_per_location))
     return objective + attention_lambda * penalty, cross_entropy, penalty
+
+
+def target_log_probabilities(log_probabilities, targets):
+    """log p of each target word: log_probabilities (B, T, V), targets (B, T) -> (B, T)."""
+    return tf.gather(log_probabilities, targets, axis=-1, batch_dims=2)
+
+
+def per_caption_mean(values, mask):
+    """Mean over each caption's real words: values and mask (B, T) -> (B,)."""
+    return tf.reduce_sum(values * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
 def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config):
@@ -174,11 +184,14 @@ class Trainer:
             logits, attention_weights = self.decoder(features, inputs, training=True)
             loss, cross_entropy, penalty = caption_loss(logits, targets, attention_weights,
                                                         self.config.attention_lambda, self.config.label_smoothing)
+        return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
+
+    def _apply_gradients(self, tape, loss):
+        """One clipped optimizer step on the decoder; returns the gradient norm before clipping."""
         variables = self.decoder.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        gradients, gradient_norm = tf.clip_by_global_norm(gradients, self.config.clip_norm)
+        gradients, gradient_norm = tf.clip_by_global_norm(tape.gradient(loss, variables), self.config.clip_norm)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return loss, cross_entropy, penalty, gradient_norm
+        return gradient_norm
 
     def _hard_train_step(self, features, token_ids):
         """The paper's hard-attention objective (section 4.1) with one location sampled per word.
@@ -190,21 +203,17 @@ class Trainer:
         """
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         mask = tf.cast(targets != 0, tf.float32)
-        words = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)  # (B,)
         with tf.GradientTape() as tape:
             logits, attention_weights, chosen = self.decoder.sample_locations(features, inputs, training=True)
             loss, cross_entropy, penalty = caption_loss(logits, targets, attention_weights,
                                                         self.config.attention_lambda, self.config.label_smoothing)
-            log_likelihood = -tf.reduce_sum(
-                keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True) * mask, axis=1) / words
+            log_likelihood = per_caption_mean(target_log_probabilities(tf.nn.log_softmax(logits), targets), mask)
             chosen_weight = tf.gather(attention_weights, chosen, axis=2, batch_dims=2)  # alpha of the sampled cell
-            log_policy = tf.reduce_sum(tf.math.log(chosen_weight + reinforce.EPSILON) * mask, axis=1) / words
-            entropy = tf.reduce_sum(reinforce.entropy(attention_weights) * mask, axis=1) / words
+            log_policy = per_caption_mean(tf.math.log(chosen_weight + reinforce.EPSILON), mask)
+            entropy = per_caption_mean(reinforce.entropy(attention_weights), mask)
             policy_loss = reinforce.policy_gradient_loss(log_policy, log_likelihood, self.reward_baseline)
             total = loss + self.config.reward_scale * policy_loss - self.config.entropy_bonus * tf.reduce_mean(entropy)
-        variables = self.decoder.trainable_variables
-        gradients, gradient_norm = tf.clip_by_global_norm(tape.gradient(total, variables), self.config.clip_norm)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        gradient_norm = self._apply_gradients(tape, total)
         reward = tf.reduce_mean(log_likelihood)
         self.reward_baseline.assign(reinforce.moving_average_baseline(self.reward_baseline, log_likelihood,
                                                                       self.baseline_started))
@@ -226,13 +235,10 @@ class Trainer:
         mask = tf.cast(targets != 0, tf.float32)
         with tf.GradientTape() as tape:
             logits, _ = self.decoder(features, inputs, training=False)
-            word_log_probabilities = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+            word_log_probabilities = target_log_probabilities(tf.nn.log_softmax(logits), targets)
             log_probability = tf.reduce_sum(word_log_probabilities * mask, axis=1)  # (B,) of each whole sample
             loss = reinforce.policy_gradient_loss(log_probability, rewards, baselines)
-        variables = self.decoder.trainable_variables
-        gradients, gradient_norm = tf.clip_by_global_norm(tape.gradient(loss, variables), self.config.clip_norm)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return loss, gradient_norm
+        return loss, self._apply_gradients(tape, loss)
 
     def run_self_critical_epoch(self, features, references: list[list[str]], cider: CiderD, epoch: int) -> dict:
         """One pass over the training images: sample a caption and decode a greedy one for each, reward the difference."""
@@ -242,14 +248,14 @@ class Trainer:
         progress = keras.utils.Progbar(len(batches), stateful_metrics=["sample", "greedy"])
         sample_scores, greedy_scores, gradient_norms = [], [], []
         for step, batch in enumerate(batches):
-            batch_features = np.asarray(features[np.sort(batch)], dtype=np.float32)
-            batch_references = [references[i] for i in np.sort(batch)]
+            batch = np.sort(batch)  # sorted reads from the memory-mapped cache
+            batch_features = np.asarray(features[batch], dtype=np.float32)
+            batch_references = [references[i] for i in batch]
             greedy = [c.words for c in self.captioner.decode_features(batch_features)]
             sampled_ids = self.captioner.sample_features(batch_features, seed=(self.config.seed, epoch * 100_003 + step))
-            sampled = [vocabulary.decode(ids) for ids in sampled_ids]
-            sample_reward = cider.scores(sampled, batch_references)
+            sample_reward = cider.scores([vocabulary.decode(ids) for ids in sampled_ids], batch_references)
             greedy_reward = cider.scores(greedy, batch_references)
-            token_ids = self._sample_token_ids(sampled)
+            token_ids = self._sample_token_ids(sampled_ids)
             loss, gradient_norm = self.self_critical_step(batch_features, token_ids, sample_reward, greedy_reward)
             if not np.isfinite(float(loss)):
                 raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
@@ -262,11 +268,17 @@ class Trainer:
                 "reward": float(np.mean(np.subtract(sample_scores, greedy_scores))),
                 "gradient_norm": float(np.mean(gradient_norms))}
 
-    def _sample_token_ids(self, sampled: list[list[str]]) -> np.ndarray:
-        """`<start>` words `<end>` per sample, padded to the batch's longest (a multiple of LENGTH_STEP)."""
-        encoded = self.captioner.vocabulary.encode_batch([" ".join(words) for words in sampled], self.config.max_length)
-        longest = pipeline.padded_length(int((encoded != 0).sum(axis=1).max()))
-        return encoded[:, : min(longest, encoded.shape[1])]
+    def _sample_token_ids(self, sampled_ids: np.ndarray) -> np.ndarray:
+        """`<start>` + each sample up to its first `<end>` (kept), then padding: (B, T) with T the batch's
+        longest, rounded up to a multiple of LENGTH_STEP. sampled_ids (B, max_length + 1) always hold an `<end>`.
+        """
+        vocabulary = self.captioner.vocabulary
+        lengths = np.argmax(sampled_ids == vocabulary.end_id, axis=1) + 1  # words and the `<end>`
+        token_ids = np.zeros((len(sampled_ids), 1 + sampled_ids.shape[1]), np.int32)
+        token_ids[:, 0] = vocabulary.start_id
+        keep = np.arange(sampled_ids.shape[1])[None, :] < lengths[:, None]
+        token_ids[:, 1:] = np.where(keep, sampled_ids, 0)
+        return token_ids[:, : min(pipeline.padded_length(int(lengths.max()) + 1), token_ids.shape[1])]
 
     def _eval_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
@@ -497,15 +509,14 @@ def train(config: Config, resume: bool = False) -> Path:
         return run_dir
     test_captions = caption_features(captioner, features["test"], beam_size=1)
     test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluate
-    test_scores.update(synthetic_scores(test_captions, test))
+    synthetic = synthetic_scores(test_captions, test)
+    test_scores.update(synthetic)
     report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
     atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
     atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
     print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
-    if test.scenes is not None:
-        print("  ".join(f"{k} {test_scores[k]:.4f}" for k in ("exact_match", "grounding", "grounding_chance",
-                                                             "grounding_ratio", "peak_on_object", "peak_chance",
-                                                             "distinct_peaks")))
+    if synthetic:
+        print("  ".join(f"{k} {v:.4f}" for k, v in synthetic.items() if isinstance(v, float)))
     size = captioner.encoder.image_size
     for index in range(min(OVERLAY_EXAMPLES, len(test))):
         caption = test_captions[index]
