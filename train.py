@@ -102,6 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="self-critical fine-tuning of --init: sampled captions rewarded by CIDEr-D minus the greedy caption's "
              "(defaults: --lr 5e-5 constant, 5 epochs)")
     add("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    add("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
+        help="tf.distribute: this device (default), all local GPUs (mirrored), several machines configured by "
+             "TF_CONFIG (multiworker) or a TPU; --batch-size stays the global batch (docs/distributed.md)")
     args = parser.parse_args(argv)
     if args.resume and not args.run_dir:
         parser.error("--resume needs --run-dir")
@@ -164,9 +167,12 @@ def main(argv=None) -> int:
     if args.backbone is not None and args.backbone not in BACKBONES:
         print(f"error: unknown backbone {args.backbone!r}; choose one of {', '.join(BACKBONES)}", file=sys.stderr)
         return 2
+    from captioner.distribute import make_strategy
+
     config = config_from_args(args)
     try:
-        train(config, resume=args.resume)
+        strategy = make_strategy(args.strategy)  # before any other TensorFlow work (multi-worker needs that)
+        train(config, resume=args.resume, strategy=strategy)
     except (WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """A disk cache of encoder features: extract once, reuse across runs, never load it all.
 
-Layout: CACHE/BACKBONE-LAYER-SIZE-WEIGHTS/shard-NNNNN.npy (float16, (n, L, D), memory-mapped) with
-shard-NNNNN.json beside it listing the image keys of its rows. An image's key is its
+Layout: CACHE/BACKBONE-LAYER-SIZE-WEIGHTS/shard-ID.npy (float16, (n, L, D), memory-mapped) with
+shard-ID.json beside it listing the image keys of its rows; ID is a hash of those keys, so
+several workers can fill one shared cache at once without picking the same name. An image's key is its
 absolute path, size and modification time, so an edited or replaced photo is encoded again;
 WEIGHTS is a hash of the encoder's weights, so a fine-tuned or random encoder never reads
 features another one made.
@@ -104,10 +105,16 @@ class FeatureStore:
         self.directory = Path(root) / name
         self.shards: list[np.ndarray] = []
         self.location: dict[str, tuple[int, int]] = {}  # key -> (shard, row)
+        self._loaded: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Pick up shards written since (by another worker, say)."""
         for index_file in sorted(self.directory.glob("shard-*.json")):
             shard_file = index_file.with_suffix(".npy")
-            if not shard_file.exists():
+            if not shard_file.exists() or index_file.name in self._loaded:
                 continue
+            self._loaded.add(index_file.name)
             keys = json.loads(index_file.read_text())
             array = np.load(shard_file, mmap_mode="r")
             if len(array) != len(keys):
@@ -117,20 +124,24 @@ class FeatureStore:
             self.shards.append(array)
 
     def _write_shard(self, keys: list[str], features: np.ndarray) -> None:
-        number = len(list(self.directory.glob("shard-*.json")))
-        while (self.directory / f"shard-{number:05d}.json").exists():
-            number += 1
-        shard_file = self.directory / f"shard-{number:05d}.npy"
+        shard_file = self.directory / f"shard-{hashlib.sha1(json.dumps(keys).encode()).hexdigest()[:16]}.npy"
         with atomic_path(shard_file) as temporary:
             np.save(temporary, features)
         atomic_write_text(shard_file.with_suffix(".json"), json.dumps(keys))
+        self._loaded.add(shard_file.with_suffix(".json").name)
         array = np.load(shard_file, mmap_mode="r")
         for row, key in enumerate(keys):
             self.location[key] = (len(self.shards), row)
         self.shards.append(array)
 
-    def extract_missing(self, paths: list[Path], description: str = "images") -> set[Path]:
-        """Encode every image of `paths` not yet cached; returns the paths that could not be read."""
+    def extract_missing(self, paths: list[Path], description: str = "images", worker: int = 0,
+                        workers: int = 1) -> set[Path]:
+        """Encode every image of `paths` not yet cached; returns the paths that could not be read.
+
+        With several `workers` (sharing the cache directory), this one encodes only every
+        `workers`-th missing image from its `worker` index on; the caller waits for the others
+        and calls `refresh`.
+        """
         missing, failed, keys = [], set(), {}
         for path in paths:
             try:
@@ -141,7 +152,7 @@ class FeatureStore:
                 continue
             if keys[path] not in self.location:
                 missing.append(path)
-        missing = list(dict.fromkeys(missing))
+        missing = list(dict.fromkeys(missing))[worker::workers]
         if not missing:
             print(f"Features of {len(paths) - len(failed)} {description} found in {self.directory}")
             return failed
@@ -181,6 +192,12 @@ class FeatureStore:
         seconds = time.perf_counter() - started
         print(f"Encoded {len(missing)} images in {seconds:.0f} s ({len(missing) / seconds:.0f} images/s)")
         return failed
+
+    def has(self, path) -> bool:
+        try:
+            return image_key(path) in self.location
+        except OSError:
+            return False
 
     def view(self, paths: list[Path]) -> FeatureView:
         locations = [self.location[image_key(p)] for p in paths]

@@ -60,3 +60,38 @@ def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batch
         tf.TensorSpec([None, None], tf.int32),
     )
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+
+
+def replica_bounds(batch_size: int, replicas: int) -> list[tuple[int, int]]:
+    """Rows [start, stop) of a global batch that each replica takes: contiguous, sizes differ by at most one
+    (the first replicas take the extra rows)."""
+    edges = [-(-batch_size * r // replicas) for r in range(replicas + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def make_replica_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batches: list[np.ndarray],
+                         replicas: int, local_replicas: list[int]) -> tf.data.Dataset:
+    """Like `make_dataset`, but each element holds only the slices of each global batch for `local_replicas`.
+
+    Distributed training: a process gathers the features of its own replicas' rows only. Every
+    slice is padded to the longest caption of the whole global batch, so all replicas (on every
+    worker) run the step compiled for the same length.
+    """
+    locations, size = features.shape[1:]
+
+    def generate():
+        for batch in batches:
+            longest = min(padded_length(int((token_ids[batch] != 0).sum(axis=1).max())), token_ids.shape[1])
+            bounds = replica_bounds(len(batch), replicas)
+            parts = [batch[slice(*bounds[replica])] for replica in local_replicas]
+            # A replica left without rows (a batch smaller than the replica count) gets one all-padding
+            # row: it adds nothing to the loss, and no replica runs on an empty batch.
+            yield (tuple(features[image_index[rows]].astype(np.float32) if len(rows) else
+                         np.zeros((1, locations, size), np.float32) for rows in parts),
+                   tuple(token_ids[rows, :longest] if len(rows) else np.zeros((1, longest), np.int32) for rows in parts))
+
+    signature = (
+        tuple(tf.TensorSpec([None, locations, size], tf.float32) for _ in local_replicas),
+        tuple(tf.TensorSpec([None, None], tf.int32) for _ in local_replicas),
+    )
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

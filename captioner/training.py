@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner import metrics, pipeline, reinforce
+from captioner import distribute, metrics, pipeline, reinforce
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.cider import CiderD
 from captioner.config import Config
@@ -54,10 +54,14 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
     Label smoothing moves `label_smoothing` of each target's probability mass to a
     uniform distribution over the vocabulary; the cross-entropy returned (for the
     logs and the dev loss) is always the plain one, so runs stay comparable.
+    Under tf.distribute the sums are divided by the words (and captions) of the whole global
+    batch, so the replicas' losses add up to the single-device loss.
     Returns (loss to minimise, cross-entropy, penalty).
     """
     mask = tf.cast(targets != 0, tf.float32)
-    words = tf.maximum(tf.reduce_sum(mask), 1.0)
+    words = tf.maximum(distribute.global_sum(tf.reduce_sum(mask)), 1.0)
+    real = tf.cast(tf.reduce_any(targets != 0, axis=1), tf.float32)  # (B,) 0 for an all-padding stand-in row
+    captions = tf.maximum(distribute.global_sum(tf.reduce_sum(real)), 1.0)
     log_probabilities = tf.nn.log_softmax(logits)  # (B, T, V)
     per_word = -target_log_probabilities(log_probabilities, targets)  # (B, T)
     cross_entropy = tf.reduce_sum(per_word * mask) / words
@@ -66,7 +70,7 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
         uniform = -tf.reduce_mean(log_probabilities, axis=-1)  # cross-entropy against a uniform target
         objective = (1.0 - label_smoothing) * cross_entropy + label_smoothing * tf.reduce_sum(uniform * mask) / words
     attention_per_location = tf.reduce_sum(attention_weights * mask[..., None], axis=1)  # (B, L)
-    penalty = tf.reduce_mean(tf.square(1.0 - attention_per_location))
+    penalty = tf.reduce_sum(tf.reduce_mean(tf.square(1.0 - attention_per_location), axis=1) * real) / captions
     return objective + attention_lambda * penalty, cross_entropy, penalty
 
 
@@ -80,13 +84,16 @@ def per_caption_mean(values, mask):
     return tf.reduce_sum(values * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
-def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config):
+def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config, strategy=None):
     """Features of every split: computed in memory for synthetic scenes, else through the disk cache.
 
-    Images that cannot be read are reported once each and left out of their split.
+    Images that cannot be read are reported once each and left out of their split. Under a
+    multi-worker strategy the workers share the missing images out between them (the cache
+    directory must be shared storage), then wait for each other.
     """
     features = {}
     store = None
+    worker, workers = distribute.worker_index(strategy) if strategy is not None else (0, 1)
     for name, split in list(splits.items()):
         if not len(split):
             features[name] = np.zeros((0, *captioner.feature_shape), np.float16)
@@ -95,7 +102,11 @@ def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config
             features[name] = encode_in_memory(captioner.encoder, split.images, name)
             continue
         store = store or FeatureStore(config.feature_cache or DEFAULT_CACHE, captioner.encoder)
-        failed = store.extract_missing(split.paths, f"{name} images")
+        failed = store.extract_missing(split.paths, f"{name} images", worker, workers)
+        if workers > 1:  # wait for the other workers' shards
+            distribute.barrier(strategy)
+            store.refresh()
+            failed |= {path for path in split.paths if not store.has(path)}
         if failed:
             print(f"{len(failed)} {name} images could not be read and are left out")
             splits[name] = split = split.without(failed)
@@ -142,20 +153,32 @@ def learning_rate_schedule(config: Config, total_steps: int, scale: tf.Variable)
 
 
 class Trainer:
-    """Holds the model, optimizer and compiled steps; `train()` below drives it."""
+    """Holds the model, optimizer and compiled steps; `train()` below drives it.
 
-    def __init__(self, captioner: Captioner, config: Config, total_steps: int = 1):
+    `strategy` (tf.distribute): the captioner must have been built under its scope. Each
+    training step then runs on every replica with its slice of the global batch
+    (`captioner.distribute`).
+    """
+
+    def __init__(self, captioner: Captioner, config: Config, total_steps: int = 1, strategy=None):
         self.captioner = captioner
         self.config = config
         self.decoder = captioner.decoder
-        self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")
-        self.schedule = learning_rate_schedule(config, total_steps, self.lr_scale)
-        self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
-        self.optimizer.build(self.decoder.trainable_variables)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.distributed = distribute.is_distributed(self.strategy)
+        if self.distributed and (config.hard_attention or config.self_critical):
+            raise ValueError("hard attention and self-critical training run on one device only (--strategy default)")
+        with self.strategy.scope():
+            self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")
+            self.schedule = learning_rate_schedule(config, total_steps, self.lr_scale)
+            self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
+            self.optimizer.build(self.decoder.trainable_variables)
+            # Hard attention's moving-average reward baseline; saved with the weights.
+            self.reward_baseline = keras.Variable(0.0, trainable=False, name="reward_baseline")
+            self.baseline_started = keras.Variable(False, trainable=False, dtype="bool", name="baseline_started")
         self._compiled = {}  # (step, caption length) -> tf.function; the decoder unrolls over the length
-        # Hard attention's moving-average reward baseline; saved with the weights.
-        self.reward_baseline = keras.Variable(0.0, trainable=False, name="reward_baseline")
-        self.baseline_started = keras.Variable(False, trainable=False, dtype="bool", name="baseline_started")
+        if self.distributed:
+            self.local_replicas = distribute.local_replica_ids(self.strategy)
 
     def _compiled_step(self, step, token_length: int, extra=()):
         """`step` compiled for captions of `token_length` ids; `extra`: specs of further (B,) inputs."""
@@ -168,8 +191,30 @@ class Trainer:
         return self._compiled[key]
 
     def train_step(self, features, token_ids):
-        """One optimizer step on a batch; returns loss, cross-entropy, attention penalty, gradient norm."""
+        """One optimizer step on a batch; returns loss, cross-entropy, attention penalty, gradient norm.
+
+        Distributed: features and token_ids are tuples of this process's replica slices (`run_epoch`).
+        """
+        if self.distributed:
+            return self._distributed_train_step(features, token_ids)
         return self._compiled_step(self._train_step, token_ids.shape[1])(features, token_ids)
+
+    def _distributed_train_step(self, feature_parts, token_parts):
+        """`_train_step` on every replica; the replicas' losses add up (each is a share of the global mean)."""
+        # One graph per shape of this process's slices, so a shape seen before never retraces.
+        key = ("distributed_train_step", int(token_parts[0].shape[1]), *(int(part.shape[0]) for part in token_parts))
+        if key not in self._compiled:
+            reductions = [tf.distribute.ReduceOp.SUM] * 3 + [tf.distribute.ReduceOp.MEAN]  # the norm is the same everywhere
+
+            def step(features, token_ids):
+                results = self.strategy.run(self._train_step, args=(features, token_ids))
+                return [self.strategy.reduce(op, value, axis=None) for op, value in zip(reductions, results)]
+
+            self._compiled[key] = compile_function(step, None)  # per-replica values take no input signature
+        part = {replica: index for index, replica in enumerate(self.local_replicas)}
+        features, token_ids = (self.strategy.experimental_distribute_values_from_function(
+            lambda context, parts=parts: parts[part[context.replica_id_in_sync_group]]) for parts in (feature_parts, token_parts))
+        return self._compiled[key](features, token_ids)
 
     def eval_step(self, features, token_ids):
         return self._compiled_step(self._eval_step, token_ids.shape[1])(features, token_ids)
@@ -187,9 +232,22 @@ class Trainer:
         return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
 
     def _apply_gradients(self, tape, loss):
-        """One clipped optimizer step on the decoder; returns the gradient norm before clipping."""
+        """One clipped optimizer step on the decoder; returns the gradient norm before clipping.
+
+        Distributed, the norm is that of the gradient summed over replicas, as on one device. Keras's
+        optimizer sums the gradients it is given over the replicas once more, so each replica hands it
+        an equal share of the clipped sum.
+        """
         variables = self.decoder.trainable_variables
-        gradients, gradient_norm = tf.clip_by_global_norm(tape.gradient(loss, variables), self.config.clip_norm)
+        # Dense: the embedding's sparse gradient repeats a row per occurrence of a word, and clipping
+        # would measure those copies' norm rather than the gradient's.
+        gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, variables)]
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            gradients = distribute.global_sum(gradients)
+        gradients, gradient_norm = tf.clip_by_global_norm(gradients, self.config.clip_norm)
+        if replicas > 1:
+            gradients = [gradient / replicas for gradient in gradients]
         self.optimizer.apply_gradients(zip(gradients, variables))
         return gradient_norm
 
@@ -300,7 +358,12 @@ class Trainer:
         progress = keras.utils.Progbar(len(batches), stateful_metrics=["loss", "xent", "attn", "reward", "baseline"])
         totals, gradient_norms, hard = np.zeros(3), [], []
         captions = 0
-        for step, (batch_features, batch_ids) in enumerate(pipeline.make_dataset(features, image_index, token_ids, batches)):
+        if self.distributed:  # this process reads only its replicas' rows of each global batch
+            dataset = pipeline.make_replica_dataset(features, image_index, token_ids, batches,
+                                                    self.strategy.num_replicas_in_sync, self.local_replicas)
+        else:
+            dataset = pipeline.make_dataset(features, image_index, token_ids, batches)
+        for step, (batch_features, batch_ids) in enumerate(dataset):
             if sampled[step]:
                 loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy = self.hard_train_step(
                     batch_features, batch_ids)
@@ -312,7 +375,7 @@ class Trainer:
                 raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
             totals += [float(loss), float(cross_entropy), float(penalty)]
             gradient_norms.append(float(gradient_norm))
-            captions += int(batch_ids.shape[0])
+            captions += len(batches[step])
             mean = totals / (step + 1)
             shown = [("loss", mean[0]), ("xent", mean[1]), ("attn", mean[2])]
             if hard:
@@ -399,29 +462,41 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(config: Config, resume: bool = False) -> Path:
-    """Train as `config` says; returns the run directory."""
+def train(config: Config, resume: bool = False, strategy: tf.distribute.Strategy | None = None) -> Path:
+    """Train as `config` says, on the replicas of `strategy` (default: this device); returns the run directory.
+
+    Under a multi-worker strategy every worker runs this same function; only the chief writes
+    into the run directory, which every worker must be able to read (to resume).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
     run_dir = Path(config.run_dir or default_run_dir(config))
     config.run_dir = str(run_dir)
     resuming = resume and (run_dir / LAST_CHECKPOINT).exists()
     if resume and not resuming:
         print(f"No checkpoint in {run_dir}; starting a new run there.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.json", config.to_json())
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", config.to_json())
     keras.utils.set_random_seed(config.seed)
+    if distribute.is_distributed(strategy):
+        print(f"Strategy: {distribute.describe(strategy)}, {strategy.num_replicas_in_sync} replicas, "
+              f"global batch {config.batch_size}{'' if chief else ' (worker: writes nothing)'}")
 
     splits = load_splits(config)
-    if config.init_model:  # fine-tuning (self-critical): the model's own architecture, vocabulary and weights
-        captioner = load_captioner(config.init_model)
-        vocabulary = captioner.vocabulary
-    else:
-        vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
-        captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
-        captioner.build()
-    vocabulary.save(run_dir / "vocabulary.json")
+    with strategy.scope():  # the decoder's variables are mirrored on every replica
+        if config.init_model:  # fine-tuning (self-critical): the model's own architecture, vocabulary and weights
+            captioner = load_captioner(config.init_model)
+            vocabulary = captioner.vocabulary
+        else:
+            vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
+            captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
+            captioner.build()
+    if chief:
+        vocabulary.save(run_dir / "vocabulary.json")
     print(f"Run directory: {run_dir}  vocabulary: {len(vocabulary)} words")
 
-    splits, features = encode_splits(captioner, splits, config)
+    splits, features = encode_splits(captioner, splits, config, strategy)
     pairs = {name: caption_pairs(split, vocabulary, config.max_length) for name, split in splits.items()}
 
     steps_per_epoch = math.ceil(len(pairs["train"][0]) / config.batch_size)
@@ -432,7 +507,7 @@ def train(config: Config, resume: bool = False) -> Path:
         tokenised_train = [[tokenize(c) for c in refs] for refs in splits["train"].captions]
         cider = CiderD(tokenised_train)
         steps_per_epoch = math.ceil(len(splits["train"]) / config.batch_size)
-    trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch)
+    trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch, strategy=strategy)
     history, start_epoch, best_score, best_epoch = [], 0, -math.inf, -1
     if resuming:
         state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables)
@@ -444,7 +519,7 @@ def train(config: Config, resume: bool = False) -> Path:
             print("That run had stopped early; nothing more to train.")
             start_epoch = config.epochs
     best_key = f"val_{config.best_metric}"
-    tensorboard = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    tensorboard = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else tf.summary.create_noop_writer()
 
     started = time.time()
     for epoch in range(start_epoch, config.epochs):
@@ -470,7 +545,8 @@ def train(config: Config, resume: bool = False) -> Path:
             raise ValueError(f"best_metric {config.best_metric!r} is not measured here; choose from "
                              f"{', '.join(k[4:] for k in row if k.startswith('val_'))}")
         history.append(row)
-        _write_log(run_dir, history)
+        if chief:
+            _write_log(run_dir, history)
         with tensorboard.as_default():
             for key, value in row.items():
                 tf.summary.scalar(key, value, step=epoch + 1)
@@ -487,10 +563,12 @@ def train(config: Config, resume: bool = False) -> Path:
         state = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
                  "lr_scale": float(trainer.lr_scale.numpy()), "stopped": stop, "history": history}
         if improved:  # before `last`: a run killed in between redoes this epoch rather than lose its best
-            save_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables(), [], state)
-            with atomic_path(run_dir / BEST_MODEL) as temporary:
-                captioner.save(temporary)
-        save_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables, state)
+            if chief:
+                save_checkpoint(run_dir / BEST_CHECKPOINT, trainer.model_variables(), [], state)
+                with atomic_path(run_dir / BEST_MODEL) as temporary:
+                    captioner.save(temporary)
+        if chief:
+            save_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables, state)
         done = epoch + 1 - start_epoch
         remaining = (time.time() - started) / done * (config.epochs - epoch - 1)
         summary = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float))
@@ -499,6 +577,8 @@ def train(config: Config, resume: bool = False) -> Path:
             print(f"Early stop: no better {config.best_metric} for {stale} epochs (best: epoch {best_epoch + 1})")
             break
 
+    if not chief:  # the chief evaluates and writes the test report
+        return run_dir
     if not (run_dir / BEST_CHECKPOINT).exists():
         print("No epoch ran; nothing to evaluate.")
         return run_dir
