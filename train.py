@@ -101,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--scst", action="store_true",
         help="self-critical fine-tuning of --init: sampled captions rewarded by CIDEr-D minus the greedy caption's "
              "(defaults: --lr 5e-5 constant, 5 epochs)")
+    add("--no-xla", action="store_true", help="compile the training step without XLA (slower; for debugging)")
     add("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     add("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
         help="tf.distribute: this device (default), all local GPUs (mirrored), several machines configured by "
@@ -144,6 +145,8 @@ def config_from_args(args):
         overrides["feature_units"] = args.feature_units or None
     if args.no_location_embedding:
         overrides["location_embedding"] = False
+    if args.no_xla:
+        overrides["jit_compile"] = False
     if args.init:
         overrides["init_model"] = args.init
     if args.scst:

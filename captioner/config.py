@@ -49,6 +49,7 @@ class Config:
     reward_scale: float = 10.0
     entropy_bonus: float = 0.001
     clip_norm: float = 5.0
+    jit_compile: bool = True  # compile the one-device training steps with XLA (faster; bench/RESULTS.md)
     seed: int = 0
     validation_beam: int = 1  # beam size of the free-running validation captions
     best_metric: str = "cider"  # validation score that picks the best checkpoint: cider | bleu4 | exact_match

@@ -16,8 +16,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def compile_function(function, input_signature):
+def compile_function(function, input_signature, jit_compile: bool = False):
     """`function` as a TensorFlow graph function, traced from the loaded code (no AutoGraph).
+
+    jit_compile: compile the graph with XLA, which fuses the decoder's many small per-word
+    operations (the training step runs about twice as fast on CPU: bench/RESULTS.md).
 
     Each call makes a new graph function over a fresh wrapper: the trainer compiles one per caption
     length on purpose, and TensorFlow would otherwise count those as accidental retracing of one
@@ -28,4 +31,4 @@ def compile_function(function, input_signature):
         return function(*args)
 
     traced.__name__ = getattr(function, "__name__", "traced")
-    return tf.function(traced, input_signature=input_signature, autograph=False)
+    return tf.function(traced, input_signature=input_signature, autograph=False, jit_compile=jit_compile)

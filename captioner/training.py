@@ -58,6 +58,7 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
     batch, so the replicas' losses add up to the single-device loss.
     Returns (loss to minimise, cross-entropy, penalty).
     """
+    logits, attention_weights = tf.cast(logits, tf.float32), tf.cast(attention_weights, tf.float32)  # mixed precision
     mask = tf.cast(targets != 0, tf.float32)
     words = tf.maximum(distribute.global_sum(tf.reduce_sum(mask)), 1.0)
     real = tf.cast(tf.reduce_any(targets != 0, axis=1), tf.float32)  # (B,) 0 for an all-padding stand-in row
@@ -187,7 +188,7 @@ class Trainer:
             locations, size = self.captioner.feature_shape
             signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32),
                          *extra]
-            self._compiled[key] = compile_function(step, signature)
+            self._compiled[key] = compile_function(step, signature, jit_compile=self.config.jit_compile)
         return self._compiled[key]
 
     def train_step(self, features, token_ids):
