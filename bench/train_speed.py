@@ -26,6 +26,9 @@ Variants:
                           words calling the decoder one step at a time, attention projection every
                           word, every caption padded to the maximum length
   tutorial_step_function  the same, each decoder step a tf.function (the TensorFlow tutorial's way)
+  pipeline_float16        no training: the tf.data pipeline alone, gathering batches from the float16
+                          memory-mapped cache (the product's); "captions/s" is its delivery rate
+  pipeline_float32        the same from the features held in memory as float32
 Thread settings: --intra N / --inter N (TensorFlow's intra- and inter-op thread pools; 0 = default).
 """
 
@@ -42,7 +45,7 @@ import common
 
 VARIANTS = ["ours", "ours_dot", "ours_general", "ours_scaled_dot", "ours_none", "ours_fixed_length",
             "ours_random_batches", "ours_keys_every_word", "ours_while_loop", "ours_xla", "ours_while_loop_xla",
-            "ours_float16",
+            "ours_float16", "pipeline_float16", "pipeline_float32",
             "tutorial_eager", "tutorial_step_function"]
 TUTORIALS = ("tutorial_eager", "tutorial_step_function")
 BATCH = 64
@@ -183,6 +186,8 @@ def run_one(args) -> dict:
     decoder = decoder_class(len(vocabulary), **config.decoder_kwargs())
     decoder.build((None, *features.shape[1:]))
 
+    if variant.startswith("pipeline"):
+        return run_pipeline(variant, features, image_index, token_ids, args.steps)
     tutorial = variant in TUTORIALS
     fixed_length = tutorial or variant == "ours_fixed_length"
     by_length = variant != "ours_random_batches"
@@ -236,6 +241,25 @@ def run_one(args) -> dict:
     }
 
 
+def run_pipeline(variant, features, image_index, token_ids, steps: int) -> dict:
+    """How fast the input pipeline delivers batches on its own (it must outpace the training step)."""
+    import numpy as np
+
+    from captioner import pipeline
+
+    if variant == "pipeline_float32":
+        features = np.asarray(features[np.arange(len(features))], np.float32)
+    batches = pipeline.epoch_batches(token_ids, BATCH, seed=0, epoch=0)[: steps * 4]
+    started = time.perf_counter()
+    for _ in pipeline.make_dataset(features, image_index, token_ids, batches):
+        pass
+    seconds = time.perf_counter() - started
+    rate = sum(len(batch) for batch in batches) / seconds
+    return {"variant": variant, "steps": len(batches), "batch": BATCH, "captions_per_second": rate,
+            "seconds_per_epoch": len(token_ids) / rate, "feature_bytes_per_image": int(np.prod(features.shape[1:]))
+            * (2 if variant == "pipeline_float16" else 4), "peak_memory_mib": common.peak_memory_mib(), **common.machine()}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.one:
@@ -256,6 +280,8 @@ def main(argv=None) -> int:
         rows.append(json.loads(lines[-1][len("RESULT "):]))
     baseline = max((row["captions_per_second"] for row in rows if row["variant"] in TUTORIALS), default=None)
     for row in rows:
+        if row["variant"].startswith("pipeline"):
+            continue
         row["speed_vs_tutorial"] = row["captions_per_second"] / baseline if baseline else None
     if rows:
         print(f"\n{rows[0]['cpu']}, {rows[0]['cores']} cores, TensorFlow {rows[0]['tensorflow']}, batch {BATCH}")

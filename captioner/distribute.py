@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import tensorflow as tf
 
@@ -112,3 +113,15 @@ def global_sum(value):
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def local_tf_configs(workers: int) -> list[str]:
+    """TF_CONFIG values for `workers` processes on this machine (free loopback ports): to try multi-worker
+    training, or test it, without a cluster."""
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    cluster = {"worker": [f"localhost:{s.getsockname()[1]}" for s in sockets]}
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}) for index in range(workers)]

@@ -7,7 +7,6 @@ workers on loopback addresses. Dropout is off, so the runs must agree to float r
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 from captioner import pipeline, synthetic
+from captioner.distribute import local_tf_configs
 from helpers import SMALL_IMAGE, TINY_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,22 +72,10 @@ def single_device(tmp_path_factory):
     return run_dir
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _workers(run_dir, flags=(), count=2):
     """`count` MultiWorkerMirroredStrategy processes on loopback addresses; returns their outputs."""
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(count)]}
-    processes = [_train(run_dir, ["--strategy", "multiworker", *flags], wait=False,
-                        env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
-                 for index in range(count)]
+    processes = [_train(run_dir, ["--strategy", "multiworker", *flags], wait=False, env={"TF_CONFIG": tf_config})
+                 for tf_config in local_tf_configs(count)]
     return [_finish(process) for process in processes]
 
 
