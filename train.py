@@ -49,10 +49,11 @@ FIELDS = {
     "max_length": "max_length",
     "min_word_count": "min_word_count",
     "seed": "seed",
+    "scst_samples": "scst_samples",
     "run_dir": "run_dir",
 }
 POSITIVE = ("max_train_images", "train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
-            "batch_size", "max_length", "min_word_count")
+            "batch_size", "max_length", "min_word_count", "scst_samples")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="self-critical fine-tuning of --init: sampled captions rewarded by CIDEr-D minus the greedy caption's "
              "(defaults: --lr 5e-5 constant, 5 epochs)")
     add("--no-xla", action="store_true", help="compile the training step without XLA (slower; for debugging)")
+    add("--scst-samples", type=int, help="self-critical: captions sampled per image (1: the greedy caption is "
+        "the baseline; K > 1: each sample against the mean of the other K - 1, Luo 2020)")
     add("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     add("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
         help="tf.distribute: this device (default), all local GPUs (mirrored), several machines configured by "

@@ -60,6 +60,7 @@ class Config:
     # fine-tuning
     init_model: str | None = None  # start from this .keras model (its architecture, vocabulary and weights)
     self_critical: bool = False  # self-critical sequence training: REINFORCE with CIDEr-D rewards (needs init_model)
+    scst_samples: int = 1  # captions sampled per image; 1: the greedy caption is the baseline, K > 1: the other samples' mean
 
     run_dir: str | None = None
 

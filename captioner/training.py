@@ -286,7 +286,7 @@ class Trainer:
             features, token_ids, rewards, baselines)
 
     def _self_critical_step(self, features, token_ids, rewards, baselines):
-        """Rennie et al. 2017: raise log p(sample) in proportion to how much its CIDEr-D beats the greedy caption's.
+        """Rennie et al. 2017: raise log p(sample) in proportion to how much its CIDEr-D beats its baseline.
 
         No dropout: the gradient is of the same policy that drew the samples.
         """
@@ -300,31 +300,45 @@ class Trainer:
         return loss, self._apply_gradients(tape, loss)
 
     def run_self_critical_epoch(self, features, references: list[list[str]], cider: CiderD, epoch: int) -> dict:
-        """One pass over the training images: sample a caption and decode a greedy one for each, reward the difference."""
+        """One pass over the training images, rewarding sampled captions by how much their CIDEr-D beats a baseline.
+
+        The baseline: the greedy caption's CIDEr-D (Rennie et al. 2017), or with `scst_samples` K > 1,
+        K samples per image each measured against the mean of the other K - 1 (Luo 2020): half the
+        samples then beat their baseline, where a model that already knows its training captions
+        leaves almost every sample below its greedy caption.
+        """
         vocabulary = self.captioner.vocabulary
+        samples = self.config.scst_samples
         order = np.random.default_rng([self.config.seed, epoch, 2]).permutation(len(features))
         batches = [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
-        progress = keras.utils.Progbar(len(batches), stateful_metrics=["sample", "greedy"])
-        sample_scores, greedy_scores, gradient_norms = [], [], []
+        progress = keras.utils.Progbar(len(batches), stateful_metrics=["sample", "baseline"])
+        sample_scores, baseline_scores, gradient_norms = [], [], []
         for step, batch in enumerate(batches):
             batch = np.sort(batch)  # sorted reads from the memory-mapped cache
             batch_features = np.asarray(features[batch], dtype=np.float32)
             batch_references = [references[i] for i in batch]
-            greedy = [c.words for c in self.captioner.decode_features(batch_features)]
+            if samples > 1:
+                batch_features = np.repeat(batch_features, samples, axis=0)  # K rows per image
+                batch_references = [refs for refs in batch_references for _ in range(samples)]
             sampled_ids = self.captioner.sample_features(batch_features, seed=(self.config.seed, epoch * 100_003 + step))
             sample_reward = cider.scores([vocabulary.decode(ids) for ids in sampled_ids], batch_references)
-            greedy_reward = cider.scores(greedy, batch_references)
+            if samples > 1:
+                per_image = sample_reward.reshape(-1, samples)
+                baseline = ((per_image.sum(axis=1, keepdims=True) - per_image) / (samples - 1)).ravel()
+            else:
+                baseline = cider.scores([c.words for c in self.captioner.decode_features(batch_features)],
+                                        batch_references)
             token_ids = self._sample_token_ids(sampled_ids)
-            loss, gradient_norm = self.self_critical_step(batch_features, token_ids, sample_reward, greedy_reward)
+            loss, gradient_norm = self.self_critical_step(batch_features, token_ids, sample_reward, baseline)
             if not np.isfinite(float(loss)):
                 raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
             sample_scores.extend(sample_reward)
-            greedy_scores.extend(greedy_reward)
+            baseline_scores.extend(baseline)
             gradient_norms.append(float(gradient_norm))
-            progress.update(step + 1, [("sample", float(np.mean(sample_scores))), ("greedy", float(np.mean(greedy_scores)))])
-        return {"captions": len(order), "sample_cider": float(np.mean(sample_scores)),
-                "greedy_cider": float(np.mean(greedy_scores)),
-                "reward": float(np.mean(np.subtract(sample_scores, greedy_scores))),
+            progress.update(step + 1, [("sample", float(np.mean(sample_scores))), ("baseline", float(np.mean(baseline_scores)))])
+        return {"captions": len(sample_scores), "sample_cider": float(np.mean(sample_scores)),
+                "baseline_cider": float(np.mean(baseline_scores)),
+                "reward": float(np.mean(np.subtract(sample_scores, baseline_scores))),
                 "gradient_norm": float(np.mean(gradient_norms))}
 
     def _sample_token_ids(self, sampled_ids: np.ndarray) -> np.ndarray:

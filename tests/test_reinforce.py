@@ -139,11 +139,20 @@ def test_self_critical_fine_tuning_from_a_trained_model(tmp_path):
     rows = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for row in rows:
-        assert {"sample_cider", "greedy_cider", "reward", "gradient_norm", "val_cider"} <= set(row)
-        assert np.isclose(row["reward"], row["sample_cider"] - row["greedy_cider"], atol=1e-5)
+        assert {"sample_cider", "baseline_cider", "reward", "gradient_norm", "val_cider"} <= set(row)
+        assert np.isclose(row["reward"], row["sample_cider"] - row["baseline_cider"], atol=1e-5)
     config = json.loads((tuned / "config.json").read_text())
     assert config["self_critical"] and config["learning_rate"] == 1e-3 and config["lr_schedule"] == "constant"
     assert json.loads((tuned / "vocabulary.json").read_text()) == json.loads((base / "vocabulary.json").read_text())
+
+    # Several samples per image, each against the mean of the others: the advantages of an image's
+    # samples sum to zero, and every training image gives K captions.
+    several = tmp_path / "scst-samples"
+    assert train.main(TINY_RUN + ["--scst", "--init", str(base / "best.keras"), "--epochs", "1", "--scst-samples", "3",
+                                  "--run-dir", str(several)]) == 0
+    row = json.loads((several / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["captions"] == 3 * 24  # TINY_RUN's 24 training scenes
+    assert abs(row["reward"]) < 1e-6 and row["sample_cider"] > 0
 
 
 def test_scst_without_a_model_is_refused(capsys):
