@@ -16,7 +16,6 @@ Prints a table and appends dated rows to bench/results/caption_speed.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -133,7 +132,7 @@ def run_one(args) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(run_one(args)))
+        common.print_result(run_one(args))
         return 0
     rows = []
     for section in args.sections.split(","):
@@ -141,13 +140,7 @@ def main(argv=None) -> int:
                    "--images", str(args.images), "--repeats", str(args.repeats)]
         if args.model:
             command += ["--model", args.model]
-        print(f"{section} ...", flush=True)
-        process = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-        if process.returncode or not lines:
-            print(f"error: {section} failed:\n{process.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.extend(json.loads(lines[-1][len("RESULT "):]))
+        rows.extend(common.run_child(command, section) or [])
     if rows:
         print(f"\n{rows[0]['cpu']}, {rows[0]['cores']} cores, TensorFlow {rows[0]['tensorflow']}, {rows[0]['model']}")
         common.print_table(rows, [("section", "section", "s"), ("setting", "setting", "s"), ("seconds", "seconds", ".3f"),

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,3 +75,22 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
             text = "-" if value is None else format(value, spec)
             cells.append(text.rjust(width) if i else text.ljust(width + 14))
         print("  ".join(cells))
+
+
+RESULT_PREFIX = "RESULT "
+
+
+def print_result(result) -> None:
+    """What a benchmark's child process hands back to its parent (`run_child`)."""
+    print(RESULT_PREFIX + json.dumps(result))
+
+
+def run_child(command: list[str], name: str):
+    """Run one measurement in a process of its own (its own peak memory); its result, or None if it failed."""
+    print(f"{name} ...", flush=True)
+    process = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if process.returncode or not lines:
+        print(f"error: {name} failed:\n{process.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len(RESULT_PREFIX):])

@@ -11,28 +11,11 @@ bench/results/decode_speed.jsonl. Run by hand; not part of the tests.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from captioner.quiet import import_tensorflow_quietly  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "decode_speed.jsonl"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+import common  # puts the repository on sys.path
+from captioner.quiet import import_tensorflow_quietly
 
 
 def main() -> int:
@@ -44,14 +27,13 @@ def main() -> int:
     args = parser.parse_args()
     import_tensorflow_quietly()
     import numpy as np
-    import tensorflow as tf
 
     from captioner.model import load_captioner
 
     captioner = load_captioner(args.model)
     locations, size = captioner.feature_shape
     features = np.random.default_rng(0).random((args.images, locations, size), dtype=np.float32)
-    machine = {"cores": os.cpu_count(), "cpu": cpu_model(), "tensorflow": tf.__version__}
+    machine = common.machine()
     print(f"{args.model}: grid {captioner.grid}, vocabulary {len(captioner.vocabulary)}, max_length "
           f"{captioner.max_length}; {machine}")
     print(f"{'decoding':<10}{'images/s':>10}{'ms/image':>10}")
@@ -63,11 +45,9 @@ def main() -> int:
         seconds = time.perf_counter() - started
         name = "greedy" if beam == 1 else f"beam {beam}"
         print(f"{name:<10}{args.images / seconds:>10.1f}{1000 * seconds / args.images:>10.2f}")
-        row = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "decoding": name, "batch": args.batch,
-               "images": args.images, "images_per_second": args.images / seconds, **machine}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as file:
-            file.write(json.dumps(row) + "\n")
+        common.append_results("decode_speed", [{"model": args.model, "decoding": name, "batch": args.batch,
+                                                "images": args.images, "images_per_second": args.images / seconds,
+                                                **machine}])
     return 0
 
 

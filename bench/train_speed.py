@@ -35,8 +35,6 @@ Thread settings: --intra N / --inter N (TensorFlow's intra- and inter-op thread 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -258,7 +256,7 @@ def run_pipeline(variant, features, image_index, token_ids, steps: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(run_one(args)))
+        common.print_result(run_one(args))
         return 0
     rows = []
     for variant in args.variants.split(","):
@@ -266,13 +264,9 @@ def main(argv=None) -> int:
                    "--intra", str(args.intra), "--inter", str(args.inter)]
         if args.feature_cache:
             command += ["--feature-cache", args.feature_cache]
-        print(f"{variant} ...", flush=True)
-        process = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-        if process.returncode or not lines:
-            print(f"error: {variant} failed:\n{process.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(lines[-1][len("RESULT "):]))
+        row = common.run_child(command, variant)
+        if row:
+            rows.append(row)
     baseline = max((row["captions_per_second"] for row in rows if row["variant"] in TUTORIALS), default=None)
     for row in rows:
         if row["variant"].startswith("pipeline"):
