@@ -16,7 +16,9 @@ import tensorflow as tf
 
 from captioner.decoder import DecoderWithAttention
 from captioner.encoder import Encoder
+from captioner.ensemble import EnsembleDecoder
 from captioner.graph import compile_function
+from captioner.io_utils import atomic_path
 from captioner.search import beam_search, greedy_search, sample_search
 from captioner.vocabulary import Vocabulary
 
@@ -39,14 +41,23 @@ ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
 
 @keras.saving.register_keras_serializable(package="captioner")
 class Captioner(keras.Model):
-    def __init__(self, vocabulary: list[str], encoder: dict, decoder: dict, max_length: int = 20, **kwargs):
+    def __init__(self, vocabulary: list[str], encoder: dict, decoder: dict | list[dict], max_length: int = 20,
+                 **kwargs):
+        """decoder: one decoder's config, or a list of them for an ensemble (`captioner.ensemble`)."""
         super().__init__(**kwargs)
         self.vocabulary = Vocabulary(vocabulary)
         self.max_length = max_length
         self.encoder = Encoder(**encoder)
-        decoder = {key: value for key, value in decoder.items() if key != "vocabulary_size"}
-        self.decoder = DecoderWithAttention(vocabulary_size=len(self.vocabulary), **decoder)
+        if isinstance(decoder, (list, tuple)):
+            self.decoder = EnsembleDecoder(list(decoder), vocabulary_size=len(self.vocabulary), name="ensemble")
+        else:
+            decoder = {key: value for key, value in decoder.items() if key != "vocabulary_size"}
+            self.decoder = DecoderWithAttention(vocabulary_size=len(self.vocabulary), **decoder)
         self._decoders = {}  # compiled decoding functions, one per (beam size, max length)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return isinstance(self.decoder, EnsembleDecoder)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -142,7 +153,7 @@ class Captioner(keras.Model):
             **super().get_config(),
             "vocabulary": self.vocabulary.words,
             "encoder": self.encoder.get_config(),
-            "decoder": self.decoder.get_config(),
+            "decoder": self.decoder.member_configs if self.is_ensemble else self.decoder.get_config(),
             "max_length": self.max_length,
         }
 
@@ -153,6 +164,52 @@ SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "flickr8k_mo
 def default_model_path() -> Path:
     """The model shipped in the repository's models/ (or $CAPTIONER_MODEL): used when no --model is given."""
     return Path(os.environ.get("CAPTIONER_MODEL", SHIPPED_MODEL))
+
+
+def save_model(model: Captioner, path, weights_dtype: str = "float32") -> None:
+    """Write `model` to one .keras file atomically; weights_dtype "float16" halves the file.
+
+    float16 is only how the weights are stored: loading casts them back into the model's float32
+    variables, so computation (and speed) stays float32. MobileNetV2's and the decoder's weights
+    lose nothing that moves the captions (measured in docs/results.md).
+    """
+    if weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+        if weights_dtype == "float16":
+            _store_weights_as_float16(temporary)
+
+
+def _store_weights_as_float16(keras_file) -> None:
+    """Rewrite the float32 arrays of a .keras file's `model.weights.h5` as float16, everything else as it is."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_file) as archive:
+        entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
+
+    def copy(source, target):
+        target.attrs.update(source.attrs)
+        for name, item in source.items():
+            if isinstance(item, h5py.Group):
+                copy(item, target.create_group(name))
+            else:
+                values = item[()]
+                if getattr(values, "dtype", None) == np.float32:
+                    values = values.astype(np.float16)
+                target.create_dataset(name, data=values).attrs.update(item.attrs)
+
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for info, data in entries:
+            if info.filename.endswith(".h5"):
+                converted = io.BytesIO()
+                with h5py.File(io.BytesIO(data), "r") as source, h5py.File(converted, "w") as target:
+                    copy(source, target)
+                data = converted.getvalue()
+            archive.writestr(info, data)
 
 
 def load_captioner(path) -> Captioner:

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from captioner.ensemble import main, make_ensemble
+from captioner.model import load_captioner, save_model
+from captioner.vocabulary import Vocabulary
+from helpers import make_captioner
+
+
+def _members(*settings):
+    """Captioners with different decoders over one encoder (as runs that share a frozen backbone)."""
+    models = [make_captioner(seed=seed, **options) for seed, options in settings]
+    for model in models[1:]:
+        model.encoder.set_weights(models[0].encoder.get_weights())
+    return models
+
+
+def test_one_step_averages_the_members_probabilities_and_attention(random_images):
+    first, second = _members((1, {}), (2, {"attention": "general", "feature_units": 0}))
+    ensemble = make_ensemble([first, second])
+    features = first.encoder(random_images)
+    words = ops.full([len(random_images)], first.vocabulary.start_id, dtype="int32")
+
+    member_probs, member_weights = [], []
+    for model in (first, second):
+        prepared, keys, state = model.decoder.prepare(features)
+        logits, _, weights = model.decoder.step(words, state, prepared, keys)
+        member_probs.append(ops.convert_to_numpy(ops.softmax(logits)))
+        member_weights.append(ops.convert_to_numpy(weights))
+    prepared, keys, state = ensemble.decoder.prepare(features)
+    log_probs, new_state, weights = ensemble.decoder.step(words, state, prepared, keys)
+
+    np.testing.assert_allclose(np.exp(ops.convert_to_numpy(log_probs)), np.mean(member_probs, axis=0), atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(weights), np.mean(member_weights, axis=0), atol=1e-6)
+    assert len(new_state) == 4  # h and c of each member
+
+
+def test_an_ensemble_of_one_model_twice_captions_like_the_model(random_images):
+    model = make_captioner(seed=5)
+    ensemble = make_ensemble([model, model])
+    for beam in (1, 3):
+        alone, doubled = model.caption(random_images, beam_size=beam), ensemble.caption(random_images, beam_size=beam)
+        assert [c.words for c in alone] == [c.words for c in doubled]
+        for a, b in zip(alone, doubled):
+            np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights_dtype", ["float32", "float16"])
+def test_saved_ensemble_loads_and_captions_the_same(tmp_path, random_images, weights_dtype):
+    ensemble = make_ensemble(_members((1, {}), (2, {}), (3, {"attention": "dot"})))
+    path = tmp_path / "ensemble.keras"
+    save_model(ensemble, path, weights_dtype=weights_dtype)
+    loaded = load_captioner(path)
+
+    assert loaded.is_ensemble and len(loaded.decoder.members) == 3
+    tolerance = 1e-7 if weights_dtype == "float32" else 1e-3  # float16 keeps about 3 significant digits
+    for saved, restored in zip(ensemble.weights, loaded.weights):
+        assert restored.dtype == "float32"  # stored small, computed in float32
+        np.testing.assert_allclose(ops.convert_to_numpy(restored), ops.convert_to_numpy(saved),
+                                   rtol=tolerance, atol=tolerance)
+    if weights_dtype == "float32":
+        original, again = ensemble.caption(random_images, beam_size=3), loaded.caption(random_images, beam_size=3)
+        assert [c.words for c in original] == [c.words for c in again]
+
+
+def test_float16_storage_halves_the_file(tmp_path):
+    model = make_captioner(seed=6)
+    save_model(model, tmp_path / "full.keras")
+    save_model(model, tmp_path / "half.keras", weights_dtype="float16")
+    full, half = (tmp_path / "full.keras").stat().st_size, (tmp_path / "half.keras").stat().st_size
+    assert half < 0.6 * full
+
+
+def test_members_must_share_vocabulary_and_encoder():
+    first, second = _members((1, {}), (2, {}))
+    stranger = make_captioner(seed=7)  # its own random encoder
+    with pytest.raises(ValueError, match="encoder weights differ"):
+        make_ensemble([first, stranger])
+    other_words = Vocabulary.build(["a cat on a mat", "a dog"]).words
+    relabelled = make_captioner(seed=2)
+    relabelled.vocabulary = Vocabulary(other_words)
+    with pytest.raises(ValueError, match="another vocabulary"):
+        make_ensemble([first, relabelled])
+    hard = make_captioner(seed=8, hard_attention=True)
+    hard.encoder.set_weights(first.encoder.get_weights())
+    with pytest.raises(ValueError, match="hard attention"):
+        make_ensemble([first, hard])
+
+
+def test_command_line_writes_the_ensemble_or_one_error_line(tmp_path, capsys):
+    paths = []
+    for index, model in enumerate(_members((1, {}), (2, {}))):
+        paths.append(str(tmp_path / f"member{index}.keras"))
+        model.save(paths[-1])
+    out = tmp_path / "ensemble.keras"
+    assert main([str(out), *paths]) == 0
+    assert load_captioner(out).is_ensemble
+
+    assert main([str(tmp_path / "other.keras"), paths[0], str(tmp_path / "missing.keras")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "missing.keras" in error
+    assert not (tmp_path / "other.keras").exists()
