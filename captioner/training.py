@@ -502,6 +502,9 @@ def train(config: Config, resume: bool = False, strategy: tf.distribute.Strategy
     with strategy.scope():  # the decoder's variables are mirrored on every replica
         if config.init_model:  # fine-tuning (self-critical): the model's own architecture, vocabulary and weights
             captioner = load_captioner(config.init_model)
+            if captioner.is_ensemble:
+                raise ValueError(f"{config.init_model}: an ensemble is not trained further; start from one of "
+                                 "its members (each run's best.keras)")
             vocabulary = captioner.vocabulary
         else:
             vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)

@@ -101,3 +101,14 @@ def test_command_line_writes_the_ensemble_or_one_error_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "missing.keras" in error
     assert not (tmp_path / "other.keras").exists()
+
+
+def test_training_refuses_to_start_from_an_ensemble(tmp_path, capsys):
+    import train
+    from helpers import TINY_RUN
+
+    path = tmp_path / "ensemble.keras"
+    save_model(make_ensemble(_members((1, {}), (2, {}))), path)
+    assert train.main(TINY_RUN + ["--scst", "--init", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ensemble.keras" in error and "ensemble" in error
