@@ -58,6 +58,10 @@ class Attention(keras.layers.Layer):
             self.query_projection = keras.layers.Dense(feature_size, use_bias=False, name="query_projection")
             self.query_projection.build(query_shape)
 
+    def key_size(self, feature_size: int) -> int:
+        """The last dimension of `keys()` for features of `feature_size`."""
+        return self.units if self.score == "additive" else feature_size
+
     def keys(self, features):
         """The image-only part of the score, computed once per image: (B, L, units) or the features."""
         if self.score == "additive":

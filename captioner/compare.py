@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from nltk.translate.bleu_score import closest_ref_length, modified_precision
 
 BLEU_ORDER = 4
 DRAWS = 2000
@@ -33,8 +34,6 @@ SEED = 0
 
 def bleu_statistics(hypothesis: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
     """One image's sufficient statistics for corpus BLEU: matches and totals per n, its length, the closest reference's."""
-    from nltk.translate.bleu_score import closest_ref_length, modified_precision
-
     row = []
     for n in range(1, BLEU_ORDER + 1):
         precision: Fraction = modified_precision(references, hypothesis, n)

@@ -53,8 +53,7 @@ class EnsembleDecoder(keras.layers.Layer):
             member.build(features_shape)
         # Where each member's part of the concatenated features and keys ends.
         feature_sizes = [member.feature_units or raw_size for member in self.members]
-        key_sizes = [member.attention_units if member.attention_score == "additive" else size
-                     for member, size in zip(self.members, feature_sizes)]
+        key_sizes = [member.attention.key_size(size) for member, size in zip(self.members, feature_sizes)]
         self._feature_splits = list(np.cumsum(feature_sizes)[:-1])
         self._key_splits = list(np.cumsum(key_sizes)[:-1])
 
@@ -111,22 +110,25 @@ def make_ensemble(models):
         return {key: value for key, value in model.encoder.get_config().items() if key != "name"}
 
     first = models[0]
-    for index, model in enumerate(models[1:], start=1):
+    first_encoder_weights = first.encoder.get_weights()
+    for index, model in enumerate(models):
+        if model.is_ensemble or model.decoder.hard_attention:
+            raise ValueError(f"model {index} is an ensemble or uses hard attention; members must be soft-attention models")
+        if index == 0:
+            continue
         if model.vocabulary.words != first.vocabulary.words:
             raise ValueError(f"model {index} has another vocabulary than model 0 (train them on the same data)")
         if encoder_config(model) != encoder_config(first) or model.max_length != first.max_length:
             raise ValueError(f"model {index} has another encoder or caption length than model 0")
-        for mine, theirs in zip(first.encoder.get_weights(), model.encoder.get_weights()):
+        for mine, theirs in zip(first_encoder_weights, model.encoder.get_weights()):
             if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
                 raise ValueError(f"model {index}'s encoder weights differ from model 0's (a fine-tuned encoder?)")
-        if isinstance(model.decoder, EnsembleDecoder) or model.decoder.hard_attention:
-            raise ValueError(f"model {index} is an ensemble or uses hard attention; members must be soft-attention models")
     ensemble = Captioner(
         first.vocabulary.words, first.encoder.get_config(), [model.decoder.get_config() for model in models],
         max_length=first.max_length,
     )
     ensemble.build()
-    ensemble.encoder.set_weights(first.encoder.get_weights())
+    ensemble.encoder.set_weights(first_encoder_weights)
     for member, model in zip(ensemble.decoder.members, models):
         member.set_weights(model.decoder.get_weights())
     return ensemble

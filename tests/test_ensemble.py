@@ -84,8 +84,9 @@ def test_members_must_share_vocabulary_and_encoder():
         make_ensemble([first, relabelled])
     hard = make_captioner(seed=8, hard_attention=True)
     hard.encoder.set_weights(first.encoder.get_weights())
-    with pytest.raises(ValueError, match="hard attention"):
-        make_ensemble([first, hard])
+    for order in ([first, hard], [hard, first]):  # the first model is checked too
+        with pytest.raises(ValueError, match="hard attention"):
+            make_ensemble(order)
 
 
 def test_command_line_writes_the_ensemble_or_one_error_line(tmp_path, capsys):
