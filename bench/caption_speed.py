@@ -44,17 +44,18 @@ def parse_args(argv=None):
 
 def test_photos(data_dir: str, count: int) -> list[Path]:
     from captioner.config import Config
-    from captioner.datasets import load_splits
+    from captioner.data.datasets import load_splits
 
     return load_splits(Config.for_dataset("flickr8k", data_dir=data_dir))["test"].paths[:count]
 
 
 def run_one(args) -> list[dict]:
-    from captioner.quiet import import_tensorflow_quietly
+    from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from captioner.inference import caption_files
-    from captioner.model import default_model_path, load_captioner
+    from captioner.visualize.captioning import caption_files
+
+    from captioner.model.saving import default_model_path, load_captioner
 
     model_path = args.model or str(default_model_path())
     photos = test_photos(args.data_dir, max(args.images, 1))
@@ -94,7 +95,7 @@ def run_one(args) -> list[dict]:
         # (what a search over images rather than features would do) would cost this much more.
         import numpy as np
 
-        from captioner.images import load_image
+        from captioner.data.images import load_image
 
         image = load_image(photos[0], captioner.encoder.image_size)[None].astype(np.float32)
         for copies in (1, 3):
@@ -116,7 +117,7 @@ def run_one(args) -> list[dict]:
             rows.append({**base, "setting": "greedy" if beam == 1 else f"beam {beam}", "images": len(photos),
                          "images_per_second": len(photos) / seconds})
     elif args.one == "extract":
-        from captioner.features import FeatureStore
+        from captioner.data.features import FeatureStore
 
         with tempfile.TemporaryDirectory() as cache:
             store = FeatureStore(cache, captioner.encoder)

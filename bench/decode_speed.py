@@ -15,7 +15,8 @@ import sys
 import time
 
 import common  # puts the repository on sys.path
-from captioner.quiet import import_tensorflow_quietly
+
+from captioner.utils.quiet import import_tensorflow_quietly
 
 
 def main() -> int:
@@ -28,7 +29,7 @@ def main() -> int:
     import_tensorflow_quietly()
     import numpy as np
 
-    from captioner.model import load_captioner
+    from captioner.model.saving import load_captioner
 
     captioner = load_captioner(args.model)
     locations, size = captioner.feature_shape

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import common
 
-from captioner.distribute import local_tf_configs
+from captioner.training.distribute import local_tf_configs
 
 RUNNER = common.ROOT / "tests" / "distributed_train.py"
 

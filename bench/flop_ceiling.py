@@ -93,7 +93,7 @@ def latest_training_row() -> dict | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from captioner.quiet import import_tensorflow_quietly
+    from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     training = latest_training_row() or {}

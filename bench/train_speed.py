@@ -10,7 +10,7 @@ the training step alone; compilation is timed separately (first call for each ca
 Prints a table and appends one dated row per variant to bench/results/train_speed.jsonl.
 
 Variants:
-  ours                    the product's step (captioner/training.py): the whole step (every word, the
+  ours                    the product's step (captioner/training/trainer.py): the whole step (every word, the
                           loss, the gradients, the update) is one XLA-compiled graph per caption length;
                           batches of similar lengths, each padded to its own longest caption; the
                           attention's projection of the features computed once per image
@@ -75,7 +75,7 @@ def parse_args(argv=None):
 def decoder_classes():
     import tensorflow as tf
 
-    from captioner.decoder import DecoderWithAttention
+    from captioner.model.decoder import DecoderWithAttention
 
     class KeysEveryWord(DecoderWithAttention):
         """The attention's feature projection W_a a recomputed for every word, as tutorials do."""
@@ -143,7 +143,7 @@ def tutorial_trainer(decoder, config, compiled_steps: bool):
 
 def run_one(args) -> dict:
     variant = args.one
-    from captioner.quiet import import_tensorflow_quietly
+    from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import numpy as np
@@ -158,13 +158,13 @@ def run_one(args) -> dict:
         keras.mixed_precision.set_global_policy("mixed_float16")
     from types import SimpleNamespace
 
-    from captioner import pipeline
     from captioner.config import Config
-    from captioner.datasets import load_splits
-    from captioner.encoder import Encoder
-    from captioner.features import FeatureStore, DEFAULT_CACHE
+    from captioner.data import pipeline
+    from captioner.data.datasets import load_splits
+    from captioner.data.features import DEFAULT_CACHE, FeatureStore
+    from captioner.data.vocabulary import Vocabulary
+    from captioner.model.encoder import Encoder
     from captioner.training import Trainer, caption_pairs
-    from captioner.vocabulary import Vocabulary
 
     attention = variant.removeprefix("ours_") if variant in ("ours_dot", "ours_general", "ours_scaled_dot", "ours_none") \
         else "additive"
@@ -238,7 +238,7 @@ def run_pipeline(variant, features, image_index, token_ids, steps: int) -> dict:
     """How fast the input pipeline delivers batches on its own (it must outpace the training step)."""
     import numpy as np
 
-    from captioner import pipeline
+    from captioner.data import pipeline
 
     if variant == "pipeline_float32":
         features = np.asarray(features[np.arange(len(features))], np.float32)

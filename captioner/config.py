@@ -62,11 +62,15 @@ class Config:
     self_critical: bool = False  # self-critical sequence training: REINFORCE with CIDEr-D rewards (needs init_model)
     scst_samples: int = 1  # captions sampled per image; 1: the greedy caption is the baseline, K > 1: the other samples' mean
 
+    # attention supervision (Liu et al. 2017): alpha pulled toward the boxes of the training captions' phrases
+    attention_supervision: str | None = None  # a Flickr30k Entities folder (Annotations/, Sentences/); None: off
+    supervision_weight: float = 1.0  # weight of the attention supervision loss beside the cross-entropy
+
     run_dir: str | None = None
 
     def __post_init__(self):
         if self.image_size is None:
-            from captioner.encoder import default_image_size
+            from captioner.model.encoder import default_image_size
 
             self.image_size = default_image_size(self.backbone)
 

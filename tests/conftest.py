@@ -4,7 +4,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
 from helpers import SMALL_IMAGE, make_captioner  # noqa: E402
 
 

@@ -14,13 +14,13 @@ sys.path[:0] = [str(ROOT)]
 if __name__ == "__main__":
     separator = sys.argv.index("--")
     replicas = int(sys.argv[sys.argv.index("--cpu-replicas") + 1]) if "--cpu-replicas" in sys.argv[:separator] else 1
-    from captioner.quiet import import_tensorflow_quietly
+    from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     if replicas > 1:
-        from captioner.distribute import split_cpu
+        from captioner.training.distribute import split_cpu
 
         split_cpu(replicas)
-    import train
+    from captioner.cli import train
 
     sys.exit(train.main(sys.argv[separator + 1 :]))

@@ -2,8 +2,8 @@
 
 import keras
 
-from captioner.model import Captioner
-from captioner.vocabulary import Vocabulary
+from captioner.data.vocabulary import Vocabulary
+from captioner.model.captioner import Captioner
 
 SMALL_IMAGE = 96  # MobileNetV2 gives a 3x3 grid at this size
 # train.py flags for a run of a few seconds: a random encoder on small synthetic scenes, a tiny decoder.
@@ -32,7 +32,7 @@ def make_captioner(attention="additive", feature_units=32, units=32, location_em
 
 def imagenet_weights_available() -> bool:
     """Whether MobileNetV2's ImageNet weights (224 px, the size the demo and the shipped model use) load offline."""
-    from captioner.encoder import Encoder, WeightsUnavailableError
+    from captioner.model.encoder import Encoder, WeightsUnavailableError
 
     try:
         Encoder("mobilenet_v2", weights="imagenet", image_size=224)

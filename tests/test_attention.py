@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from captioner.attention import SCORES, Attention
+from captioner.model.attention import SCORES, Attention
 
 
 @pytest.mark.parametrize("score", SCORES)

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from captioner import metrics, synthetic
-from captioner.config import Config
-from captioner.datasets import synthetic_splits
-from captioner.model import Caption, load_captioner
 from helpers import imagenet_weights_available
+
+from captioner.config import Config
+from captioner.data import synthetic
+from captioner.data.datasets import synthetic_splits
+from captioner.evaluation import metrics
+from captioner.model.captioner import Caption
+from captioner.model.saving import load_captioner
 
 GRID = 7
 ROOT = Path(__file__).resolve().parent.parent

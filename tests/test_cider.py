@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
-from captioner.cider import CiderD
-from captioner.coco_metrics import cider_d as coco_cider_d
+from captioner.evaluation.cider import CiderD
+from captioner.evaluation.coco_metrics import cider_d as coco_cider_d
 
 REFERENCES = [
     ["a dog runs on the grass", "a brown dog running outside", "the dog plays in a field"],

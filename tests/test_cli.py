@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-import predict
-import train
+from captioner.cli import caption as predict
+from captioner.cli import train
 from captioner.config import DATASET_DEFAULTS, Config
 
 

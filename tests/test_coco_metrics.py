@@ -1,8 +1,8 @@
 import pytest
 
-from captioner import metrics
-from captioner.coco_metrics import coco_scores, java_available
-from captioner.vocabulary import tokenize
+from captioner.data.vocabulary import tokenize
+from captioner.evaluation import metrics
+from captioner.evaluation.coco_metrics import coco_scores, java_available
 
 REFERENCES = {
     "a.jpg": ["A dog runs on the grass.", "a brown dog running across a field", "The dog is running"],

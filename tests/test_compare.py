@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from captioner.compare import bleu_statistics, corpus_bleu_from, load_captions, paired_bootstrap
-from captioner.metrics import bleu_scores
-from captioner.vocabulary import tokenize
+from captioner.data.vocabulary import tokenize
+from captioner.evaluation.compare import bleu_statistics, corpus_bleu_from, load_captions, paired_bootstrap
+from captioner.evaluation.metrics import bleu_scores
 
 REFERENCES = [
     ["a dog runs on the grass", "a brown dog is running through a field", "the dog plays outside"],

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from captioner.attention import SCORES
-from captioner.training import Trainer, caption_loss
-from captioner.config import Config
 from helpers import make_captioner
+
+from captioner.config import Config
+from captioner.model.attention import SCORES
+from captioner.training import Trainer, caption_loss
 
 
 def _features_and_tokens(captioner, batch=3, seed=0):

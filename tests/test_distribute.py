@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMALL_IMAGE, TINY_RUN
 from PIL import Image
 
-from captioner import pipeline, synthetic
-from captioner.distribute import local_tf_configs
-from helpers import SMALL_IMAGE, TINY_RUN
+from captioner.data import pipeline, synthetic
+from captioner.training.distribute import local_tf_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "tests" / "distributed_train.py"

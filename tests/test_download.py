@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from captioner.readers import read_dataset
+from captioner.data.readers import read_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("download", ROOT / "data" / "download.py")

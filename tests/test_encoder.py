@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from captioner.encoder import BACKBONES, Encoder, WeightsUnavailableError, default_image_size
+from captioner.model.encoder import BACKBONES, Encoder, WeightsUnavailableError, default_image_size
 
 
 def test_random_backbone_gives_a_grid_of_features():

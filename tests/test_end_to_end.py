@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMALL_IMAGE, TINY_RUN
 from PIL import Image
 
-import predict
-import train
-from captioner import synthetic
-from captioner.model import load_captioner
-from captioner.overlay import MAX_COLUMNS, PANEL_INCHES
-from helpers import SMALL_IMAGE, TINY_RUN
+from captioner.cli import caption as predict
+from captioner.cli import train
+from captioner.data import synthetic
+from captioner.model.saving import load_captioner
+from captioner.visualize.overlay import MAX_COLUMNS, PANEL_INCHES
+
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
@@ -108,21 +109,21 @@ def test_predict_refuses_a_missing_model(tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    from captioner import training
+    from captioner.training import callbacks
 
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(straight)]) == 0
 
-    real_save = training.save_checkpoint
+    real_save = callbacks.save_checkpoint
 
     def save_then_interrupt(path, *args, **kwargs):  # Ctrl-C right after the first epoch's last checkpoint
         real_save(path, *args, **kwargs)
-        if str(path).endswith(training.LAST_CHECKPOINT):
+        if str(path).endswith(callbacks.LAST_CHECKPOINT):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(callbacks, "save_checkpoint", save_then_interrupt)
     assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(interrupted)]) == 130
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(callbacks, "save_checkpoint", real_save)
     rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1]
 
@@ -138,7 +139,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_evaluate_scores_a_split_and_writes_coco_results(trained_run, tmp_path, capsys):
-    from captioner import evaluate
+    from captioner.evaluation import evaluate
 
     fixture = Path(__file__).resolve().parent.parent / "data" / "fixtures" / "flickr8k"
     out = tmp_path / "eval"

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
+from helpers import make_captioner
 from keras import ops
 
-from captioner.ensemble import main, make_ensemble
-from captioner.model import load_captioner, save_model
-from captioner.vocabulary import Vocabulary
-from helpers import make_captioner
+from captioner.cli.ensemble import main
+from captioner.data.vocabulary import Vocabulary
+from captioner.model.captioner import make_ensemble
+from captioner.model.saving import load_captioner, save_model
 
 
 def _members(*settings):
@@ -105,11 +106,31 @@ def test_command_line_writes_the_ensemble_or_one_error_line(tmp_path, capsys):
 
 
 def test_training_refuses_to_start_from_an_ensemble(tmp_path, capsys):
-    import train
     from helpers import TINY_RUN
+
+    from captioner.cli import train
 
     path = tmp_path / "ensemble.keras"
     save_model(make_ensemble(_members((1, {}), (2, {}))), path)
     assert train.main(TINY_RUN + ["--scst", "--init", str(path), "--run-dir", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "ensemble.keras" in error and "ensemble" in error
+
+
+def test_unpacking_an_ensemble_gives_back_its_members(tmp_path, random_images, capsys):
+    originals = _members((1, {}), (2, {"attention": "dot"}))
+    ensemble_path = tmp_path / "ensemble.keras"
+    save_model(make_ensemble(originals), ensemble_path, weights_dtype="float32")
+
+    assert main(["--unpack", str(ensemble_path), str(tmp_path / "members")]) == 0
+    unpacked = [load_captioner(tmp_path / "members" / f"member_{i}.keras") for i in range(2)]
+    for original, member in zip(originals, unpacked):
+        assert not member.is_ensemble and member.decoder.get_config()["attention"] == original.decoder.get_config()["attention"]
+        alone, again = original.caption(random_images, beam_size=2), member.caption(random_images, beam_size=2)
+        assert [c.words for c in alone] == [c.words for c in again]
+        np.testing.assert_allclose(alone[0].attention, again[0].attention, atol=1e-6)
+
+    single = tmp_path / "single.keras"
+    save_model(originals[0], single)
+    assert main(["--unpack", str(single), str(tmp_path / "none")]) == 1
+    assert "not an ensemble" in capsys.readouterr().err

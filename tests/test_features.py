@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioner.encoder import Encoder
-from captioner.features import FeatureStore
-from captioner.images import load_image
+from captioner.data.features import FeatureStore
+from captioner.data.images import load_image
+from captioner.model.encoder import Encoder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "fixtures"
 SIZE = 64

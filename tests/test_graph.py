@@ -10,12 +10,12 @@ import inspect
 import linecache
 
 import numpy as np
-
-from captioner import training
-from captioner.config import Config
-from captioner.graph import compile_function
-from captioner.training import Trainer
 from helpers import make_captioner
+
+from captioner.config import Config
+from captioner.training import trainer as training
+from captioner.training.trainer import Trainer
+from captioner.utils.graph import compile_function
 
 
 def _pretend_file_was_edited(monkeypatch, module, shift: int):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.images import ImageError, expand_inputs, load_image
+from captioner.data.images import ImageError, expand_inputs, load_image
 
 
 def test_loads_and_resizes_common_modes(tmp_path):

@@ -1,7 +1,8 @@
 import numpy as np
 
-from captioner import metrics, synthetic
-from captioner.model import Caption
+from captioner.data import synthetic
+from captioner.evaluation import metrics
+from captioner.model.captioner import Caption
 
 
 def test_attention_mass_inside_spreads_each_cell_over_its_pixels():

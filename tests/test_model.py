@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
-from captioner.model import load_captioner
 from helpers import make_captioner
+
+from captioner.model.saving import load_captioner
 
 
 def test_keras_file_round_trip_gives_identical_captions(tmp_path, random_images):
@@ -23,7 +23,7 @@ def test_beam_width_one_equals_greedy(random_images):
     captioner = make_captioner(seed=4)
     greedy = captioner.caption(random_images, beam_size=1)
     features = captioner.encoder(random_images)
-    from captioner.search import beam_search
+    from captioner.model.search import beam_search
 
     vocabulary = captioner.vocabulary
     word_ids, weights, _ = beam_search(captioner.decoder, features, vocabulary.start_id, vocabulary.end_id, 8, beam_size=1)
@@ -39,7 +39,7 @@ def test_wide_beam_finds_the_most_likely_caption(random_images):
 
     import tensorflow as tf
 
-    from captioner.search import beam_search
+    from captioner.model.search import beam_search
 
     captioner = make_captioner(seed=5)
     vocabulary = captioner.vocabulary

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-
-from captioner.model import default_model_path
 from helpers import imagenet_weights_available
+
+from captioner.model.saving import default_model_path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.overlay import MAX_COLUMNS, draw_overlay, draw_word_overlays, spotlight, upsample_attention
+from captioner.visualize.overlay import MAX_COLUMNS, draw_overlay, draw_word_overlays, spotlight, upsample_attention
 
 
 def test_upsampled_map_peaks_where_the_attention_is():

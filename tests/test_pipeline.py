@@ -1,6 +1,6 @@
 import numpy as np
 
-from captioner import pipeline
+from captioner.data import pipeline
 
 
 def _token_ids(count=500, width=22, seed=0):

@@ -5,8 +5,8 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from captioner.readers import ReaderError, read_dataset
-from captioner.vocabulary import Vocabulary, tokenize
+from captioner.data.readers import ReaderError, read_dataset
+from captioner.data.vocabulary import Vocabulary, tokenize
 
 WORDS = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=8)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

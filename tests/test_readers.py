@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from captioner.readers import ReaderError, read_dataset
+from captioner.data.readers import ReaderError, read_dataset
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "fixtures"
 

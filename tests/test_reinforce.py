@@ -2,11 +2,11 @@
 
 import numpy as np
 import tensorflow as tf
-
-from captioner import reinforce
-from captioner.config import Config
-from captioner.training import Trainer
 from helpers import make_captioner
+
+from captioner.config import Config
+from captioner.training import reinforce
+from captioner.training.trainer import Trainer
 
 REWARDS = np.array([1.0, 3.0, -2.0, 0.5], np.float32)  # a reward per choice of a tiny categorical policy
 LOGITS = np.array([0.2, -0.4, 0.1, 0.6], np.float32)
@@ -102,9 +102,10 @@ def test_hard_attention_trains_and_logs_reward_baseline_and_entropy():
 def test_train_py_hard_attention_logs_the_policy_and_resumes(tmp_path, capsys):
     import json
 
-    import predict
-    import train
     from helpers import TINY_RUN
+
+    from captioner.cli import caption as predict
+    from captioner.cli import train
 
     run_dir = tmp_path / "hard"
     assert train.main(TINY_RUN + ["--attention", "hard", "--epochs", "2", "--run-dir", str(run_dir)]) == 0
@@ -128,8 +129,9 @@ def test_train_py_hard_attention_logs_the_policy_and_resumes(tmp_path, capsys):
 def test_self_critical_fine_tuning_from_a_trained_model(tmp_path):
     import json
 
-    import train
     from helpers import TINY_RUN
+
+    from captioner.cli import train
 
     base = tmp_path / "base"
     assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(base)]) == 0
@@ -158,7 +160,7 @@ def test_self_critical_fine_tuning_from_a_trained_model(tmp_path):
 def test_scst_without_a_model_is_refused(capsys):
     import pytest
 
-    import train
+    from captioner.cli import train
 
     with pytest.raises(SystemExit):
         train.main(["--scst"])

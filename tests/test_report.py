@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.report import ReportEntry, render_report, write_report
+from captioner.visualize.report import ReportEntry, render_report, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium's own network calls are refused here; these flags keep it from making them.

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY_RUN
 from PIL import Image
 
-import predict
-import train
-from captioner import images as images_module
-from helpers import TINY_RUN
+from captioner.cli import caption as predict
+from captioner.cli import train
+from captioner.data import images as images_module
 
 ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
@@ -158,18 +158,18 @@ def test_bad_training_flags(argv, words, capsys, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
-    from captioner import training
+    from captioner.training import objectives
 
     run_dir = tmp_path / "run"
     assert train.main(TINY_RUN + ["--epochs", "1", "--run-dir", str(run_dir)]) == 0
     before = (run_dir / "checkpoints/last.npz").read_bytes()
-    real_loss = training.caption_loss
+    real_loss = objectives.caption_loss
 
     def nan_loss(*args, **kwargs):
         loss, cross_entropy, penalty = real_loss(*args, **kwargs)
         return loss * float("nan"), cross_entropy, penalty
 
-    monkeypatch.setattr(training, "caption_loss", nan_loss)
+    monkeypatch.setattr(objectives, "caption_loss", nan_loss)
     capsys.readouterr()
     assert train.main(["--resume", "--epochs", "2", "--run-dir", str(run_dir)]) == 3
     err = capsys.readouterr().err
@@ -178,7 +178,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
-    from captioner import checkpoint
+    from captioner.training import checkpoint
 
     run_dir = tmp_path / "run"
     assert train.main(TINY_RUN + ["--epochs", "1", "--run-dir", str(run_dir)]) == 0

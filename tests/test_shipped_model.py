@@ -1,4 +1,4 @@
-"""The model shipped in models/: small enough, self-contained, and used when no --model is given."""
+"""The model shipped in captioner/pretrained/: small enough, self-contained, and used when no --model is given."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from captioner.model import SHIPPED_MODEL
+from captioner.model.saving import SHIPPED_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 40 * 2**20

@@ -1,6 +1,6 @@
 import numpy as np
 
-from captioner import synthetic
+from captioner.data import synthetic
 
 
 def test_same_seed_same_scenes_and_different_seed_different_scenes():

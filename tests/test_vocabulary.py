@@ -1,6 +1,6 @@
 import pytest
 
-from captioner.vocabulary import SPECIAL_TOKENS, Vocabulary, tokenize
+from captioner.data.vocabulary import SPECIAL_TOKENS, Vocabulary, tokenize
 
 
 def test_tokenize_lowercases_and_strips_punctuation():

@@ -1,0 +1,45 @@
+"""The `captioner` command: one entry point, a subcommand per job.
+
+    captioner caption photo.jpg --overlay-dir overlays/     # captioner/cli/caption.py
+    captioner train --dataset flickr8k --data-dir DIR       # captioner/cli/train.py
+    captioner evaluate --split test --beam 3 ...            # captioner/evaluation/evaluate.py
+    captioner ensemble OUT.keras A.keras B.keras            # captioner/cli/ensemble.py
+    captioner compare A/captions.json B/captions.json ...   # captioner/evaluation/compare.py
+
+`python -m captioner ...` is the same command without installing; `predict.py` and `train.py`
+at the repository root are `captioner caption` and `captioner train`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with a main(argv) -> int, one line of help); modules load only when chosen
+COMMANDS = {
+    "caption": ("captioner.cli.caption", "caption photos and draw where the model looked for each word"),
+    "train": ("captioner.cli.train", "train a model (with no options: the synthetic-scenes demo)"),
+    "evaluate": ("captioner.evaluation.evaluate", "COCO caption metrics of free-running captions on a split"),
+    "ensemble": ("captioner.cli.ensemble", "average several trained models' decoders into one model file"),
+    "compare": ("captioner.evaluation.compare", "paired bootstrap of BLEU-4 and CIDEr-D between two models' captions"),
+    "grounding": ("captioner.evaluation.grounding", "where attention lands on real photos (Flickr30k Entities boxes)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "usage: captioner COMMAND [options]   (captioner COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest)

@@ -1,0 +1,198 @@
+"""Caption images and show where the model looked.
+
+    captioner caption photo.jpg                        # the shipped model (captioner/pretrained/), greedy
+    captioner caption photos/ "more/*.png" --beam 3 --json
+    captioner caption photo.jpg --overlay-dir overlays/ --overlay-style heatmap
+    captioner caption photos/ --beam 3 --html report.html   # one page: hover a word to see its map
+    captioner caption photo.jpg --model runs/synthetic-.../best.keras
+
+Prints "path: caption" per image (JSON lines with --json). A file that cannot be
+read gets one "error: path: reason" line on stderr; the others are still
+captioned, and the exit status is 1.
+
+The library side: `caption_files` loads what can be loaded, reports what cannot and captions
+the rest in batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from captioner.data.images import ImageError, load_images
+from captioner.utils.quiet import import_tensorflow_quietly
+
+if TYPE_CHECKING:  # TensorFlow loads after the flags are read (and quietly); matplotlib only for overlays
+    from captioner.model.captioner import Caption, Captioner
+    from captioner.visualize.report import ReportEntry
+
+ATTENTION_DECIMALS = 4
+
+
+@dataclasses.dataclass
+class Result:
+    path: str
+    caption: Caption | None = None
+    error: str | None = None
+    display: np.ndarray | None = None  # the whole image, aspect ratio kept, for overlays and reports
+
+
+def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
+                  batch_size: int = 16, length_penalty: float = 0.0) -> Iterator[Result]:
+    """One Result per path, in order; a bad file gives a Result with `error` and the others go on."""
+    size = captioner.encoder.image_size
+    for start in range(0, len(paths), batch_size):
+        results, images = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                image, display = load_images(path, size)
+            except ImageError as error:
+                results.append(Result(path, error=str(error)))
+                continue
+            results.append(Result(path, display=display))
+            images.append(image)
+        captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty) if images else [])
+        for result in results:
+            if result.error is None:
+                result.caption = next(captions)
+            yield result
+
+
+def result_json(result: Result, captioner: Captioner) -> str:
+    """One JSON line: path, caption, words and each word's attention grid (rows x columns)."""
+    caption = result.caption
+    return json.dumps(
+        {
+            "path": result.path,
+            "caption": caption.text,
+            "words": caption.words,
+            "grid": list(captioner.grid),
+            "attention": np.round(caption.attention[: len(caption.words)], ATTENTION_DECIMALS).tolist(),
+            "score": caption.score,
+            **({"chosen_cells": caption.chosen_cells[: len(caption.words)]} if caption.chosen_cells else {}),
+            "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
+        }
+    )
+
+
+def overlay_path(overlay_dir, image_path: str, index: int) -> Path:
+    """A unique PNG name per input: its position, then its own name."""
+    return Path(overlay_dir) / f"{index:04d}_{Path(image_path).stem}.png"
+
+
+def write_overlay(result: Result, overlay_dir, index: int, per_word: bool = False, **style) -> list[Path]:
+    """The overlay PNG of one result (or one PNG per word); `style`: draw_overlay's drawing options."""
+    from captioner.visualize.overlay import draw_overlay, draw_word_overlays
+
+    caption = result.caption
+    if per_word:
+        stem = overlay_path(overlay_dir, result.path, index).stem
+        return draw_word_overlays(result.display, caption.words, caption.attention, overlay_dir, stem,
+                                  chosen_cells=caption.chosen_cells, **style)
+    return [draw_overlay(result.display, caption.words, caption.attention, overlay_path(overlay_dir, result.path, index),
+                         chosen_cells=caption.chosen_cells, **style)]
+
+
+def report_entry(result: Result) -> ReportEntry:
+    from captioner.visualize.report import ReportEntry
+
+    caption = result.caption
+    return ReportEntry(result.path, result.display, caption.words, caption.attention, caption.score, caption.alternatives)
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="captioner caption", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
+    parser.add_argument("--model", default=None,
+                        help="a .keras file written by train.py (best.keras); default: the shipped model in captioner/pretrained/")
+    parser.add_argument("--beam", type=int, default=3, help="beam size (3: best on Flickr8k); 1 is greedy search")
+    parser.add_argument("--length-penalty", type=float, default=0.0,
+                        help="beam search ranks by log p / length ** this (0: plain log probability)")
+    parser.add_argument("--max-length", type=int, default=None, help="most words per caption")
+    parser.add_argument("--json", action="store_true", help="JSON lines with per-word attention grids")
+    parser.add_argument("--overlay-dir", default=None, help="write one attention overlay PNG per image here")
+    parser.add_argument("--overlay-style", default="spotlight", choices=["spotlight", "heatmap"],
+                        help="spotlight dims what the model did not look at; heatmap draws a colour map")
+    parser.add_argument("--colormap", default="inferno", help="matplotlib colour map of the heatmap style")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heatmap over the image")
+    parser.add_argument("--panel-size", type=float, default=2.2, help="inches per panel (100 pixels per inch)")
+    parser.add_argument("--per-word", action="store_true", help="one overlay file per word instead of one per image")
+    parser.add_argument("--hard-inference", choices=["argmax", "expected"], default=None,
+                        help="hard-attention models: use the most likely location (argmax, marked in overlays) "
+                             "or the expected context")
+    parser.add_argument("--html", default=None, help="write one self-contained HTML page for all images here")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.beam < 1:
+        parser.error("--beam must be at least 1")
+    if args.max_length is not None and args.max_length < 1:
+        parser.error("--max-length must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if not 0 <= args.alpha <= 1:
+        parser.error("--alpha must be in [0, 1]")
+    if args.panel_size <= 0:
+        parser.error("--panel-size must be positive")
+    import matplotlib
+
+    if args.colormap not in matplotlib.colormaps:
+        parser.error(f"--colormap: unknown colour map {args.colormap!r} (e.g. inferno, viridis, jet, gray)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import_tensorflow_quietly()
+    from captioner.data.images import expand_inputs
+    from captioner.model.saving import default_model_path, load_captioner
+    from captioner.visualize.report import write_report
+
+    model_path = args.model or default_model_path()
+    try:
+        captioner = load_captioner(model_path)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.hard_inference:
+        captioner.decoder.hard_inference = args.hard_inference
+    paths, input_errors = expand_inputs(args.inputs)
+    for message in input_errors:
+        print(f"error: {message}", file=sys.stderr)
+    failures = len(input_errors)
+    style = dict(style=args.overlay_style, colormap=args.colormap, alpha=args.alpha, panel_inches=args.panel_size)
+    report = []
+    for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size, args.length_penalty)):
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+            failures += 1
+            continue
+        print(result_json(result, captioner) if args.json else f"{result.path}: {result.caption.text}", flush=True)
+        if args.html:
+            report.append(report_entry(result))
+        if args.overlay_dir:
+            try:
+                write_overlay(result, args.overlay_dir, index, per_word=args.per_word, **style)
+            except OSError as error:  # disk full, no permission: say so and go on with the captions
+                print(f"error: {error.filename or args.overlay_dir}: overlay not written ({error.strerror or error})",
+                      file=sys.stderr)
+                failures += 1
+        result.display = None  # the report keeps its own copy; free the rest as we go
+    if args.html:
+        decoding = "greedy search" if args.beam == 1 else f"beam search, {args.beam} beams"
+        try:
+            write_report(report, args.html, notes=f"Model: {model_path}; {decoding}.")
+        except OSError as error:
+            print(f"error: {error.filename or args.html}: report not written ({error.strerror or error})", file=sys.stderr)
+            failures += 1
+    if failures:
+        print(f"{failures} input(s) failed, {len(paths) + len(input_errors) - failures} captioned", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

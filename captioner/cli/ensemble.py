@@ -1,0 +1,75 @@
+"""Average several trained models' decoders into one model file: `captioner ensemble OUT.keras A.keras B.keras ...`.
+
+`captioner ensemble --unpack ENSEMBLE.keras OUT_DIR` does the reverse: one model file per member
+(OUT_DIR/member_0.keras, ...), to train the members further and ensemble them again.
+
+Runs of one recipe with different seeds make a better model together than any of them alone
+(docs/results.md); the ensemble shares one encoder and is used like any model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from captioner.utils.quiet import import_tensorflow_quietly
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="captioner ensemble", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the ensemble's .keras file (with --unpack: the directory for the members)")
+    parser.add_argument("members", nargs="*", help="trained models (.keras) to average, at least 2")
+    parser.add_argument("--unpack", metavar="ENSEMBLE", help="write each member of this ensemble as its own model file")
+    parser.add_argument("--float32", action="store_true",
+                        help="store float32 weights (default: float16, half the file; computation is float32 either way)")
+    args = parser.parse_args(argv)
+    if args.unpack:
+        if args.members:
+            parser.error("--unpack takes the ensemble and one output directory, no member models")
+        return unpack(args.unpack, args.out, "float32" if args.float32 else "float16")
+    if len(args.members) < 2:
+        parser.error("give at least 2 member models")
+    if not args.out.endswith(".keras"):
+        parser.error(f"{args.out}: the output must be a .keras file")
+
+    import_tensorflow_quietly()
+    from captioner.model.captioner import make_ensemble
+    from captioner.model.saving import load_captioner, save_model
+
+    try:
+        models = [load_captioner(path) for path in args.members]
+        ensemble = make_ensemble(models)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    save_model(ensemble, args.out, weights_dtype="float32" if args.float32 else "float16")
+    parameters = sum(int(np.prod(w.shape)) for w in ensemble.decoder.weights)
+    print(f"Wrote {args.out}: {len(models)} decoders ({parameters / 1e6:.1f} M parameters) over one encoder")
+    return 0
+
+
+
+def unpack(ensemble_path: str, out_dir: str, weights_dtype: str) -> int:
+    """Each member of an ensemble as its own model file in out_dir; returns the exit status."""
+    import_tensorflow_quietly()
+    from pathlib import Path
+
+    from captioner.model.captioner import ensemble_members
+    from captioner.model.saving import load_captioner, save_model
+
+    try:
+        members = ensemble_members(load_captioner(ensemble_path))
+    except ValueError as error:
+        print(f"error: {ensemble_path}: {error}" if ensemble_path not in str(error) else f"error: {error}", file=sys.stderr)
+        return 1
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for index, member in enumerate(members):
+        save_model(member, Path(out_dir) / f"member_{index}.keras", weights_dtype=weights_dtype)
+    print(f"Wrote {len(members)} member models to {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

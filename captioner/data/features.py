@@ -1,0 +1,213 @@
+"""A disk cache of encoder features: extract once, reuse across runs, never load it all.
+
+Layout: CACHE/BACKBONE-LAYER-SIZE-WEIGHTS/shard-ID.npy (float16, (n, L, D), memory-mapped) with
+shard-ID.json beside it listing the image keys of its rows; ID is a hash of those keys, so
+several workers can fill one shared cache at once without picking the same name. An image's key is its
+absolute path, size and modification time, so an edited or replaced photo is encoded again;
+WEIGHTS is a hash of the encoder's weights, so a fine-tuned or random encoder never reads
+features another one made.
+Shards are written whole and atomically; the index file is written last, so a shard cut
+short by a crash is never read. Only images missing from the cache are encoded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner.data.images import ImageError, load_image
+from captioner.utils.atomic import atomic_path, atomic_write_text
+from captioner.utils.graph import compile_function
+
+SHARD_SIZE = 4096  # images per shard: an interrupted extraction loses at most this many
+BATCH = 32
+DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
+
+
+def compile_encoder(encoder):
+    """The encoder as one tf.function for any batch size (a single trace)."""
+    size = encoder.image_size
+    return compile_function(encoder, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+
+
+def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:
+    """Features of images held in memory (synthetic scenes), as float16: (N, L, D)."""
+    encode = compile_encoder(encoder)
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    print(f"Encoding {description}: {len(images)} images")
+    chunks = []
+    for start in range(0, len(images), BATCH):
+        batch = images[start : start + BATCH]
+        chunks.append(encode(batch.astype(np.float32)).numpy().astype(np.float16))
+        progress.add(len(batch))
+    return np.concatenate(chunks)
+
+
+def weights_fingerprint(encoder) -> str:
+    digest = hashlib.sha1()
+    for weight in encoder.backbone.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:10]
+
+
+def image_key(path) -> str:
+    path = Path(path).resolve()
+    status = path.stat()
+    return f"{path}|{status.st_size}|{status.st_mtime_ns}"
+
+
+def _prefetch(pool, load, batches, ahead: int = 4):
+    """Decode the next few batches in threads while the current one is encoded; yields lists of images."""
+    pending = []
+    for batch in batches:
+        pending.append([pool.submit(load, path) for path in batch])
+        if len(pending) > ahead:
+            yield [future.result() for future in pending.pop(0)]
+    for futures in pending:
+        yield [future.result() for future in futures]
+
+
+class FeatureView:
+    """Rows of several memory-mapped shards, indexed like one (N, L, D) array."""
+
+    def __init__(self, shards: list[np.ndarray], shard_of: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]):
+        self.shards, self.shard_of, self.row_of = shards, shard_of, row_of
+        self.shape = (len(shard_of), *shape)
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        out = np.empty((len(index), *self.shape[1:]), dtype=np.float16)
+        shard_of = self.shard_of[index]
+        for shard in np.unique(shard_of):
+            where = shard_of == shard
+            rows = self.row_of[index[where]]
+            order = np.argsort(rows)  # sorted reads are kinder to the disk
+            out[np.flatnonzero(where)[order]] = self.shards[shard][rows[order]]
+        return out
+
+
+class FeatureStore:
+    def __init__(self, root, encoder):
+        self.encoder = encoder
+        name = f"{encoder.backbone_name}-{encoder.layer_name}-{encoder.image_size}-{weights_fingerprint(encoder)}"
+        self.directory = Path(root) / name
+        self.shards: list[np.ndarray] = []
+        self.location: dict[str, tuple[int, int]] = {}  # key -> (shard, row)
+        self._loaded: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Pick up shards written since (by another worker, say)."""
+        for index_file in sorted(self.directory.glob("shard-*.json")):
+            shard_file = index_file.with_suffix(".npy")
+            if not shard_file.exists() or index_file.name in self._loaded:
+                continue
+            self._loaded.add(index_file.name)
+            keys = json.loads(index_file.read_text())
+            array = np.load(shard_file, mmap_mode="r")
+            if len(array) != len(keys):
+                continue  # not ours, or damaged: encode those images again
+            for row, key in enumerate(keys):
+                self.location[key] = (len(self.shards), row)
+            self.shards.append(array)
+
+    def _write_shard(self, keys: list[str], features: np.ndarray) -> None:
+        shard_file = self.directory / f"shard-{hashlib.sha1(json.dumps(keys).encode()).hexdigest()[:16]}.npy"
+        with atomic_path(shard_file) as temporary:
+            np.save(temporary, features)
+        atomic_write_text(shard_file.with_suffix(".json"), json.dumps(keys))
+        self._loaded.add(shard_file.with_suffix(".json").name)
+        array = np.load(shard_file, mmap_mode="r")
+        for row, key in enumerate(keys):
+            self.location[key] = (len(self.shards), row)
+        self.shards.append(array)
+
+    def extract_missing(self, paths: list[Path], description: str = "images", worker: int = 0,
+                        workers: int = 1) -> set[Path]:
+        """Encode every image of `paths` not yet cached; returns the paths that could not be read.
+
+        With several `workers` (sharing the cache directory), this one encodes only every
+        `workers`-th missing image from its `worker` index on; the caller waits for the others
+        and calls `refresh`.
+        """
+        missing, failed, keys = [], set(), {}
+        for path in paths:
+            try:
+                keys[path] = image_key(path)
+            except OSError as error:
+                print(f"error: {path}: {error.strerror or error}", file=sys.stderr)
+                failed.add(path)
+                continue
+            if keys[path] not in self.location:
+                missing.append(path)
+        missing = list(dict.fromkeys(missing))[worker::workers]
+        if not missing:
+            print(f"Features of {len(paths) - len(failed)} {description} found in {self.directory}")
+            return failed
+        print(f"Encoding {len(missing)} {description} into {self.directory}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        size = self.encoder.image_size
+        encode = compile_encoder(self.encoder)
+        progress = keras.utils.Progbar(len(missing), unit_name="image")
+        started = time.perf_counter()
+
+        def load(path):
+            try:
+                return load_image(path, size)
+            except ImageError as error:
+                return error
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            for start in range(0, len(missing), SHARD_SIZE):
+                shard_paths = missing[start : start + SHARD_SIZE]
+                shard_keys, chunks = [], []
+                batches = [shard_paths[i : i + BATCH] for i in range(0, len(shard_paths), BATCH)]
+                for batch, loaded in zip(batches, _prefetch(pool, load, batches)):
+                    good_paths, good_images = [], []
+                    for path, image in zip(batch, loaded):
+                        if isinstance(image, ImageError):
+                            print(f"error: {image}", file=sys.stderr)
+                            failed.add(path)
+                        else:
+                            good_paths.append(path)
+                            good_images.append(image)
+                    if good_images:
+                        chunks.append(encode(np.stack(good_images).astype(np.float32)).numpy().astype(np.float16))
+                        shard_keys.extend(keys[path] for path in good_paths)
+                    progress.add(len(batch))
+                if chunks:
+                    self._write_shard(shard_keys, np.concatenate(chunks))
+        seconds = time.perf_counter() - started
+        print(f"Encoded {len(missing)} images in {seconds:.0f} s ({len(missing) / seconds:.0f} images/s)")
+        return failed
+
+    def has(self, path) -> bool:
+        try:
+            return image_key(path) in self.location
+        except OSError:
+            return False
+
+    def view(self, paths: list[Path]) -> FeatureView:
+        locations = [self.location[image_key(p)] for p in paths]
+        rows, columns = self.encoder.grid
+        return FeatureView(
+            self.shards,
+            np.array([s for s, _ in locations], dtype=np.int64),
+            np.array([r for _, r in locations], dtype=np.int64),
+            (rows * columns, self.encoder.feature_size),
+        )
+
+    def size_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.directory.glob("shard-*"))

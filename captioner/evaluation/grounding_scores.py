@@ -1,0 +1,142 @@
+"""How well one attention map finds a phrase's boxes, and the averages of those scores per entity type.
+
+Maps are (L,) over the encoder's grid in its row-major order (cell index row * cols + col), boxes are in the
+square the model sees (`captioner.data.entities.normalised_boxes`), and `coverage` is the share of each cell
+inside the union of the boxes (`captioner.data.entities.box_coverage`).
+
+    mass      sum over cells of weight x covered share of the cell: the attention that lands on the named
+              thing. A uniform map scores the boxes' share of the image, `chance`.
+    pointing  whether the centre of the highest-weight cell lies inside a box (the pointing game of Zhang et
+              al. 2016, on the grid). Baseline: always the centre cell.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+REPORT_TYPES = ("people", "animals", "clothing", "bodyparts", "vehicles", "instruments", "scene", "other")
+OVERALL = "overall"
+
+# (block, column title, score key); the `drawn` columns exist for hard attention only
+COLUMNS = (
+    ("mass", "chance", "chance"),
+    ("mass", "words", "mass_words"),
+    ("mass", "head", "mass_head"),
+    ("mass", "drawn w", "mass_words_drawn"),
+    ("mass", "drawn h", "mass_head_drawn"),
+    ("mass", "f-norm", "mass_norm"),
+    ("pointing", "centre", "pointing_centre"),
+    ("pointing", "words", "pointing_words"),
+    ("pointing", "head", "pointing_head"),
+    ("pointing", "drawn w", "pointing_words_drawn"),
+    ("pointing", "drawn h", "pointing_head_drawn"),
+    ("pointing", "f-norm", "pointing_norm"),
+)
+
+
+def chance(coverage: np.ndarray) -> float:
+    """What a uniform map scores: the covered share of the image."""
+    return float(np.mean(coverage))
+
+
+def mass(weights: np.ndarray, coverage: np.ndarray) -> float:
+    """Attention inside the boxes: sum_cells weight x covered share (weights normalised to sum 1)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return float(np.dot(weights, coverage) / weights.sum())
+
+
+def cell_centre(cell: int, grid: tuple[int, int]) -> tuple[float, float]:
+    """(x, y) of a cell's centre in the unit square."""
+    rows, cols = grid
+    row, col = divmod(int(cell), cols)
+    return (col + 0.5) / cols, (row + 0.5) / rows
+
+
+def points_inside(cell: int, corners: np.ndarray, grid: tuple[int, int]) -> bool:
+    """Whether the centre of `cell` lies inside any box (corners (K, 4): x0, y0, x1, y1)."""
+    x, y = cell_centre(cell, grid)
+    return bool(np.any((corners[:, 0] <= x) & (x <= corners[:, 2]) & (corners[:, 1] <= y) & (y <= corners[:, 3])))
+
+
+def pointing(weights: np.ndarray, corners: np.ndarray, grid: tuple[int, int]) -> bool:
+    """The pointing game: the highest-weight cell (the first, on ties) has its centre inside a box."""
+    return points_inside(int(np.argmax(weights)), corners, grid)
+
+
+def centre_cell(grid: tuple[int, int]) -> int:
+    """The cell a fixed guess points at: the middle one; on an even side, the one just below / right of the middle."""
+    rows, cols = grid
+    return (rows // 2) * cols + cols // 2
+
+
+def norm_map(features: np.ndarray) -> np.ndarray:
+    """A word-agnostic map: the L2 norm of the encoder's features per cell, normalised to sum 1.
+
+    (..., L, D) -> (..., L); where every cell's features are zero, nothing stands out: a uniform map.
+    """
+    norms = np.linalg.norm(np.asarray(features, dtype=np.float64), axis=-1)
+    norms[norms.sum(axis=-1) == 0] = 1.0
+    return norms / norms.sum(axis=-1, keepdims=True)
+
+
+def drawn_maps(weights: np.ndarray) -> np.ndarray:
+    """What a hard-attention model draws: a one-hot map of the argmax cell. (..., L) -> (..., L)"""
+    return np.eye(weights.shape[-1])[np.argmax(weights, axis=-1)]
+
+
+def score_phrase(maps: np.ndarray, first: int, last: int, coverage: np.ndarray, corners: np.ndarray,
+                 grid: tuple[int, int], feature_norm: np.ndarray, hard: bool = False) -> dict[str, float]:
+    """Every score of one phrase: maps (T, L) of its caption (step t predicts word t), its words first..last.
+
+    `words` is the mean map of the steps that predict the phrase's words, `head` the map of its last word.
+    hard: also score the one-hot maps of the argmax cells (`drawn`).
+    """
+    scores = {
+        "chance": chance(coverage),
+        "mass_norm": mass(feature_norm, coverage),
+        "pointing_centre": float(points_inside(centre_cell(grid), corners, grid)),
+        "pointing_norm": float(pointing(feature_norm, corners, grid)),
+    }
+    sources = {"": maps}
+    if hard:
+        sources["_drawn"] = drawn_maps(maps)
+    for suffix, source in sources.items():
+        words, head = source[first : last + 1].mean(axis=0), source[last]
+        scores[f"mass_words{suffix}"], scores[f"mass_head{suffix}"] = mass(words, coverage), mass(head, coverage)
+        scores[f"pointing_words{suffix}"] = float(pointing(words, corners, grid))
+        scores[f"pointing_head{suffix}"] = float(pointing(head, corners, grid))
+    return scores
+
+
+class Tally:
+    """Means of phrase scores per entity type (a phrase with several types counts under each) and overall."""
+
+    def __init__(self):
+        self.sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.counts: collections.Counter = collections.Counter()
+
+    def add(self, types, scores: dict[str, float]) -> None:
+        for group in (*dict.fromkeys(types), OVERALL):  # each type once, then overall once
+            self.counts[group] += 1
+            self.sums[group].update(scores)
+
+    def summary(self) -> dict[str, dict]:
+        """{group: {"phrases": n, score: mean}}: the report's types in order, any others, then overall."""
+        others = sorted(set(self.counts) - set(REPORT_TYPES) - {OVERALL})
+        groups = [g for g in REPORT_TYPES if g in self.counts] + others + ([OVERALL] if self.counts else [])
+        return {g: {"phrases": self.counts[g], **{k: v / self.counts[g] for k, v in self.sums[g].items()}} for g in groups}
+
+
+def format_table(summary: dict[str, dict], title: str) -> str:
+    """The summary as a text table: attention mass in the boxes, then pointing; one row per type."""
+    present = next(iter(summary.values()), {})
+    blocks = [[(label, key) for b, label, key in COLUMNS if b == block and key in present] for block in ("mass", "pointing")]
+    lines = [title,
+             f"{'':<21}{'attention mass in the boxes':<{8 * len(blocks[0])}}  pointing (top cell's centre in a box)",
+             f"{'type':<12}{'phrases':>9}" + "  ".join("".join(f"{label:>8}" for label, _ in block) for block in blocks)]
+    for group, scores in summary.items():
+        row = "  ".join("".join(f"{scores[key]:>8.3f}" for _, key in block) for block in blocks)
+        lines.append(f"{group:<12}{scores['phrases']:>9}{row}")
+    return "\n".join(lines)

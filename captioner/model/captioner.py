@@ -1,0 +1,218 @@
+"""The whole captioner in one Keras model: encoder, decoder and vocabulary.
+
+`Captioner.save("model.keras")` writes one self-contained file; `load_captioner`
+reads it back without downloading anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner.data.vocabulary import Vocabulary
+from captioner.model.decoder import DecoderWithAttention
+from captioner.model.encoder import Encoder
+from captioner.model.ensemble import EnsembleDecoder
+from captioner.model.search import beam_search, greedy_search, sample_search
+from captioner.utils.graph import compile_function
+
+
+@dataclasses.dataclass
+class Caption:
+    words: list[str]
+    attention: np.ndarray  # (len(words) + 1, rows, columns): one map per word, then `<end>`'s
+    score: float | None = None  # beam search's (normalised) log probability
+    alternatives: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # beam search's runners-up
+    chosen_cells: list[tuple[int, int]] | None = None  # hard attention (argmax): the one cell used for each word
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class Captioner(keras.Model):
+    def __init__(self, vocabulary: list[str], encoder: dict, decoder: dict | list[dict], max_length: int = 20,
+                 **kwargs):
+        """decoder: one decoder's config, or a list of them for an ensemble (`captioner.model.ensemble`)."""
+        super().__init__(**kwargs)
+        self.vocabulary = Vocabulary(vocabulary)
+        self.max_length = max_length
+        self.encoder = Encoder(**encoder)
+        if isinstance(decoder, (list, tuple)):
+            self.decoder = EnsembleDecoder(list(decoder), vocabulary_size=len(self.vocabulary), name="ensemble")
+        else:
+            decoder = {key: value for key, value in decoder.items() if key != "vocabulary_size"}
+            self.decoder = DecoderWithAttention(vocabulary_size=len(self.vocabulary), **decoder)
+        self._decoders = {}  # compiled decoding functions, one per (beam size, max length)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return isinstance(self.decoder, EnsembleDecoder)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.encoder.grid
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        rows, columns = self.encoder.grid
+        return rows * columns, self.encoder.feature_size
+
+    def build(self, input_shape=None):
+        self.decoder.build((None, *self.feature_shape))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        """(images (B, S, S, 3), previous words (B, T)) -> logits (B, T, V), attention (B, T, L)."""
+        images, token_ids = inputs
+        return self.decoder(self.encoder(images), token_ids, training=training)
+
+    def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
+                        length_penalty: float = 0.0) -> list[Caption]:
+        """Captions for features (B, L, D) from `encoder`; beam_size 1 (without length penalty) is greedy search.
+
+        Beam search also fills each caption's `alternatives`: the other finished beams, best first.
+        """
+        max_length = max_length or self.max_length
+        key = (beam_size, max_length, length_penalty, self.decoder.hard_inference)
+        if key not in self._decoders:
+            locations, size = self.feature_shape
+            self._decoders[key] = compile_function(
+                self._search_function(beam_size, max_length, length_penalty),
+                [tf.TensorSpec([None, locations, size], tf.float32)],
+            )
+        outputs = self._decoders[key](tf.convert_to_tensor(features, tf.float32))
+        word_ids, weights = outputs[0].numpy(), outputs[1].numpy()
+        if len(outputs) == 2:  # greedy: one caption per image, no score
+            word_ids, weights, scores = word_ids[:, None], weights[:, None], np.full(word_ids.shape[:1] + (1,), np.nan)
+        else:
+            scores = outputs[2].numpy()
+        return [self._caption(ids, attention, image_scores) for ids, attention, image_scores in zip(word_ids, weights, scores)]
+
+    def sample_features(self, features, seed: tuple[int, int]) -> np.ndarray:
+        """Captions drawn from the model's distribution, as word ids (B, max_length + 1), repeatable by `seed`."""
+        if "sample" not in self._decoders:
+            locations, size = self.feature_shape
+            vocabulary, max_length = self.vocabulary, self.max_length
+            self._decoders["sample"] = compile_function(
+                lambda features, seed: sample_search(self.decoder, features, vocabulary.start_id, vocabulary.end_id,
+                                                     max_length, seed),
+                [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([2], tf.int32)],
+            )
+        return self._decoders["sample"](tf.convert_to_tensor(features, tf.float32), tf.constant(seed, tf.int32)).numpy()
+
+    def _caption(self, word_ids, weights, scores) -> Caption:
+        """The best of an image's captions (K, T) with its attention maps; the others as alternatives."""
+        rows, columns = self.grid
+        words = self.vocabulary.decode(word_ids[0])
+        steps = min(len(words) + 1, word_ids.shape[1])  # the words and the `<end>` after them
+        alternatives = [(" ".join(self.vocabulary.decode(ids)), float(score))
+                        for ids, score in zip(word_ids[1:], scores[1:]) if np.isfinite(score)]
+        attention = weights[0, :steps].reshape(steps, rows, columns)
+        chosen = None
+        if self.decoder.hard_attention and self.decoder.hard_inference == "argmax":
+            chosen = [tuple(int(i) for i in np.unravel_index(np.argmax(m), m.shape)) for m in attention]
+        return Caption(words, attention, None if np.isnan(scores[0]) else float(scores[0]), alternatives, chosen)
+
+    def _search_function(self, beam_size: int, max_length: int, length_penalty: float):
+        vocabulary = self.vocabulary
+        if beam_size == 1 and length_penalty == 0:
+            return lambda features: greedy_search(
+                self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length
+            )
+        return lambda features: beam_search(
+            self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length, beam_size,
+            length_penalty=length_penalty, all_beams=True,
+        )
+
+    def caption(self, images, beam_size: int = 1, max_length: int | None = None,
+                length_penalty: float = 0.0) -> list[Caption]:
+        """Captions for images (B, S, S, 3) with RGB values in [0, 255], encoded `ENCODE_BATCH` at a time.
+
+        The CNN's early activations are large (about 5 MB per image for MobileNetV2 at 224 px), so a
+        few hundred images in one call would need gigabytes at once.
+        """
+        captions = []
+        for start in range(0, len(images), ENCODE_BATCH):
+            features = self.encoder(images[start : start + ENCODE_BATCH])
+            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty))
+        return captions
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary": self.vocabulary.words,
+            "encoder": self.encoder.get_config(),
+            "decoder": self.decoder.member_configs if self.is_ensemble else self.decoder.get_config(),
+            "max_length": self.max_length,
+        }
+
+
+def make_ensemble(models):
+    """One Captioner whose decoder averages the decoders of `models` (trained Captioners).
+
+    The members must share what the ensemble shares: vocabulary, encoder (config and weights)
+    and maximum caption length; otherwise ValueError says which differs.
+    """
+    def encoder_config(model):  # Keras numbers the names of layers built in one process
+        return {key: value for key, value in model.encoder.get_config().items() if key != "name"}
+
+    first = models[0]
+    first_encoder_weights = first.encoder.get_weights()
+    for index, model in enumerate(models):
+        if model.is_ensemble or model.decoder.hard_attention:
+            raise ValueError(f"model {index} is an ensemble or uses hard attention; members must be soft-attention models")
+        if index == 0:
+            continue
+        if model.vocabulary.words != first.vocabulary.words:
+            raise ValueError(f"model {index} has another vocabulary than model 0 (train them on the same data)")
+        if encoder_config(model) != encoder_config(first) or model.max_length != first.max_length:
+            raise ValueError(f"model {index} has another encoder or caption length than model 0")
+        for mine, theirs in zip(first_encoder_weights, model.encoder.get_weights()):
+            if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
+                raise ValueError(f"model {index}'s encoder weights differ from model 0's (a fine-tuned encoder?)")
+    ensemble = Captioner(
+        first.vocabulary.words, first.encoder.get_config(), [model.decoder.get_config() for model in models],
+        max_length=first.max_length,
+    )
+    ensemble.build()
+    ensemble.encoder.set_weights(first_encoder_weights)
+    for member, model in zip(ensemble.decoder.members, models):
+        member.set_weights(model.decoder.get_weights())
+    return ensemble
+
+
+
+def ensemble_members(ensemble: Captioner) -> list[Captioner]:
+    """The single models inside an ensemble (the inverse of `make_ensemble`), each with the shared encoder.
+
+    Used to train the members further (e.g. fine-tuning with attention supervision) and ensemble them again.
+    """
+    if not ensemble.is_ensemble:
+        raise ValueError("not an ensemble: it has one decoder")
+    encoder_weights = ensemble.encoder.get_weights()
+    members = []
+    for decoder in ensemble.decoder.members:
+        config = {key: value for key, value in decoder.get_config().items() if key not in ("name", "vocabulary_size")}
+        member = Captioner(ensemble.vocabulary.words, ensemble.encoder.get_config(), config, max_length=ensemble.max_length)
+        member.build()
+        member.encoder.set_weights(encoder_weights)
+        member.decoder.set_weights(decoder.get_weights())
+        members.append(member)
+    return members
+
+def caption_features(captioner: Captioner, features, beam_size: int = 1, batch_size: int = 100,
+                     length_penalty: float = 0.0):
+    """Free-running captions for features (N, L, D), in batches (features may be a memory-mapped view)."""
+    captions = []
+    for start in range(0, len(features), batch_size):
+        batch = np.asarray(features[start : start + batch_size], dtype=np.float32)
+        captions.extend(captioner.decode_features(batch, beam_size=beam_size, length_penalty=length_penalty))
+    return captions

@@ -1,0 +1,184 @@
+"""The decoder of "Show, Attend and Tell" (Xu et al. 2015): an LSTM that attends before every word.
+
+One step, given the previous word y, the previous state (h, c) and the image
+features a (B, L, D):
+
+    alpha, z = attention(a, h)              where to look, and what is there
+    z        = sigmoid(W_beta h) * z        gating scalar beta (paper, section 4.2.1)
+    h, c     = LSTM([E y, z], (h, c))
+    logits   = L_o(dropout(E y + L_h h + L_z z))    deep output layer (paper, eq. 7)
+
+The initial state comes from the mean feature through two MLPs (paper, section 3.1.2).
+
+Hard attention (paper, section 4.1; `hard_attention=True`): instead of the expected
+context sum_i alpha_i a_i, the decoder uses the feature of ONE location s ~ alpha while
+training (`sample_locations`), and at inference the most likely location (`hard_inference
+="argmax"`) or the expected context (`"expected"`). Training it needs REINFORCE for the
+location choice: see `captioner.training.reinforce` and the trainer.
+
+Two additions the paper does not have, both optional:
+  * `feature_units`: project the CNN features once per image (Dense + ReLU) to a
+    smaller size; faster, and lets dot-product scores match the decoder's size.
+  * `location_embedding`: add a learned vector per grid location to the features,
+    so the context vector also says *where* the model looked. Without it the
+    decoder can hardly tell "above" from "below".
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from captioner.model.attention import Attention
+
+HARD_INFERENCE = ("argmax", "expected")
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class DecoderWithAttention(keras.layers.Layer):
+    def __init__(
+        self,
+        vocabulary_size: int,
+        embedding_dim: int = 128,
+        units: int = 512,
+        attention: str = "additive",
+        attention_units: int = 256,
+        feature_units: int | None = 512,
+        location_embedding: bool = True,
+        dropout: float = 0.5,
+        hard_attention: bool = False,
+        hard_inference: str = "argmax",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hard_inference not in HARD_INFERENCE:
+            raise ValueError(f"unknown hard_inference {hard_inference!r}; use {' or '.join(HARD_INFERENCE)}")
+        self.vocabulary_size = vocabulary_size
+        self.embedding_dim = embedding_dim
+        self.units = units
+        self.attention_score = attention
+        self.attention_units = attention_units
+        self.feature_units = feature_units
+        self.use_location_embedding = location_embedding
+        self.dropout_rate = dropout
+        self.hard_attention = hard_attention
+        self.hard_inference = hard_inference
+        self.seed = seed
+        if hard_attention:  # its state is a variable: checkpoints keep it, so a resumed run samples the same
+            self.location_seed = keras.random.SeedGenerator(seed, name="location_seed")
+
+        if feature_units:
+            self.feature_projection = keras.layers.Dense(feature_units, activation="relu", name="feature_projection")
+        self.init_h = keras.layers.Dense(units, activation="tanh", name="init_h")
+        self.init_c = keras.layers.Dense(units, activation="tanh", name="init_c")
+        self.attention = Attention(attention, attention_units, name="attention")
+        self.gate = keras.layers.Dense(1, activation="sigmoid", name="gate")  # beta
+        self.embedding = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")
+        self.lstm_cell = keras.layers.LSTMCell(units, name="lstm_cell")
+        self.hidden_to_embedding = keras.layers.Dense(embedding_dim, name="hidden_to_embedding")  # L_h
+        self.context_to_embedding = keras.layers.Dense(embedding_dim, name="context_to_embedding")  # L_z
+        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+        self.output_projection = keras.layers.Dense(vocabulary_size, name="output_projection")  # L_o
+
+    def build(self, features_shape, tokens_shape=None):
+        _, locations, raw_size = features_shape
+        size = self.feature_units or raw_size
+        if self.feature_units:
+            self.feature_projection.build((None, locations, raw_size))
+        if self.use_location_embedding:
+            self.location_embedding = self.add_weight(
+                shape=(locations, size), initializer="zeros", name="location_embedding"
+            )
+        self.init_h.build((None, size))
+        self.init_c.build((None, size))
+        self.attention.build((None, locations, size), (None, self.units))
+        self.gate.build((None, self.units))
+        self.embedding.build((None,))
+        self.lstm_cell.build((None, self.embedding_dim + size))
+        self.hidden_to_embedding.build((None, self.units))
+        self.context_to_embedding.build((None, size))
+        self.output_projection.build((None, self.embedding_dim))
+
+    def prepare(self, features):
+        """Everything that depends only on the image, computed once per image.
+
+        features (B, L, raw D) -> (features (B, L, D), attention keys, initial [h, c] each (B, units))
+        """
+        if self.feature_units:
+            features = self.feature_projection(features)
+        if self.use_location_embedding:
+            features = features + self.location_embedding
+        mean_feature = ops.mean(features, axis=1)  # (B, D)
+        state = [self.init_h(mean_feature), self.init_c(mean_feature)]
+        return features, self.attention.keys(features), state
+
+    def step(self, previous_words, state, features, keys, training=False):
+        """One word: previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L).
+
+        A hard-attention decoder uses one location here: the argmax (or the expected context, as set by
+        `hard_inference`); sampling happens only in `sample_locations`.
+        """
+        policy = self.hard_inference if self.hard_attention else "expected"
+        logits, state, attention_weights, _ = self._step(previous_words, state, features, keys, training, policy)
+        return logits, state, attention_weights
+
+    def _step(self, previous_words, state, features, keys, training, policy):
+        """policy: "expected" (soft: sum_i alpha_i a_i), "argmax" or "sample" (one location's a_i)."""
+        hidden, _ = state
+        context, attention_weights = self.attention(features, hidden, keys=keys)  # (B, D), (B, L)
+        chosen = None
+        if policy != "expected":
+            if policy == "sample":
+                log_weights = ops.log(attention_weights + 1e-9)
+                chosen = ops.squeeze(keras.random.categorical(log_weights, 1, seed=self.location_seed), -1)
+            else:
+                chosen = ops.argmax(attention_weights, axis=-1)
+            chosen = ops.cast(chosen, "int32")  # (B,)
+            context = ops.take_along_axis(features, chosen[:, None, None], axis=1)[:, 0]  # (B, D)
+        context = self.gate(hidden) * context
+        embedded = self.embedding(previous_words)  # (B, E)
+        hidden, state = self.lstm_cell(ops.concatenate([embedded, context], axis=-1), state, training=training)
+        deep_output = embedded + self.hidden_to_embedding(hidden) + self.context_to_embedding(context)
+        logits = self.output_projection(self.dropout(deep_output, training=training))
+        return logits, state, attention_weights, chosen
+
+    def _teacher_forced(self, features, token_ids, training, policy):
+        features, keys, state = self.prepare(features)
+        all_logits, all_weights, all_chosen = [], [], []
+        for t in range(token_ids.shape[1]):
+            logits, state, attention_weights, chosen = self._step(token_ids[:, t], state, features, keys, training, policy)
+            all_logits.append(logits)
+            all_weights.append(attention_weights)
+            all_chosen.append(chosen)
+        return ops.stack(all_logits, axis=1), ops.stack(all_weights, axis=1), all_chosen
+
+    def call(self, features, token_ids, training=False):
+        """Teacher forcing: token_ids (B, T) are the previous words -> logits (B, T, V), weights (B, T, L).
+
+        Soft attention; a hard-attention decoder uses the expected context here (the paper's training
+        mixes it in half the time) unless `sample_locations` is called instead.
+        """
+        logits, weights, _ = self._teacher_forced(features, token_ids, training, "expected")
+        return logits, weights
+
+    def sample_locations(self, features, token_ids, training=True):
+        """Teacher forcing with one sampled location per word: logits (B, T, V), weights (B, T, L), chosen (B, T)."""
+        logits, weights, chosen = self._teacher_forced(features, token_ids, training, "sample")
+        return logits, weights, ops.stack(chosen, axis=1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "embedding_dim": self.embedding_dim,
+            "units": self.units,
+            "attention": self.attention_score,
+            "attention_units": self.attention_units,
+            "feature_units": self.feature_units,
+            "location_embedding": self.use_location_embedding,
+            "dropout": self.dropout_rate,
+            "hard_attention": self.hard_attention,
+            "hard_inference": self.hard_inference,
+            "seed": self.seed,
+        }

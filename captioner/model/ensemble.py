@@ -1,0 +1,96 @@
+"""Several trained decoders that caption as one: at every word, the average of their probabilities.
+
+Decoders trained from different seeds make different mistakes; averaging their next-word
+distributions (not their weights: each run ends in its own minimum) cancels some of them.
+All members read the same frozen encoder's features, so an ensemble costs one encoder pass
+and N decoder steps per word, and one model file holds it (`make_ensemble`, then `save_model`).
+
+    p(word | history) = 1/N sum_n p_n(word | history)        (all members see the same history)
+    alpha            = 1/N sum_n alpha_n                      (the overlay shows where they looked on average)
+
+The ensemble has the decoder's interface (`prepare`, `step`, `call`), so greedy, beam and sampled
+decoding work unchanged. Its "logits" are log probabilities: softmax leaves them as they are.
+The members' prepared features and keys are concatenated on the last axis, and their states are
+one flat list, so a search can repeat and reorder them (beams) as single tensors.
+
+Command line: captioner ensemble OUT.keras MEMBER.keras MEMBER.keras [...] [--float32]
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from captioner.model.decoder import DecoderWithAttention
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class EnsembleDecoder(keras.layers.Layer):
+    hard_attention = False  # soft attention only: one sampled location per member would not average
+    hard_inference = "expected"
+
+    def __init__(self, members: list[dict], vocabulary_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 decoders, got {len(members)}")
+        for config in members:
+            if config.get("hard_attention"):
+                raise ValueError("an ensemble of hard-attention decoders is not supported")
+        self.vocabulary_size = vocabulary_size
+        self.members = [
+            DecoderWithAttention(**{**config, "vocabulary_size": vocabulary_size, "name": f"member_{index}"})
+            for index, config in enumerate(members)
+        ]
+
+    def build(self, features_shape, tokens_shape=None):
+        raw_size = features_shape[-1]
+        for member in self.members:
+            member.build(features_shape)
+        # Where each member's part of the concatenated features and keys ends.
+        feature_sizes = [member.feature_units or raw_size for member in self.members]
+        key_sizes = [member.attention.key_size(size) for member, size in zip(self.members, feature_sizes)]
+        self._feature_splits = list(np.cumsum(feature_sizes)[:-1])
+        self._key_splits = list(np.cumsum(key_sizes)[:-1])
+
+    def prepare(self, features):
+        """features (B, L, raw D) -> (features (B, L, sum D_n), keys (B, L, sum K_n), [h_1, c_1, ..., h_N, c_N])."""
+        prepared = [member.prepare(features) for member in self.members]
+        member_features = ops.concatenate([p[0] for p in prepared], axis=-1)
+        member_keys = ops.concatenate([p[1] for p in prepared], axis=-1)
+        state = [tensor for p in prepared for tensor in p[2]]
+        return member_features, member_keys, state
+
+    def step(self, previous_words, state, features, keys, training=False):
+        """previous_words (B,) -> log of the mean probabilities (B, V), new state, mean attention weights (B, L)."""
+        member_features = ops.split(features, self._feature_splits, axis=-1)
+        member_keys = ops.split(keys, self._key_splits, axis=-1)
+        log_probs, new_state, weights = [], [], []
+        for index, member in enumerate(self.members):
+            member_state = state[2 * index : 2 * index + 2]
+            logits, member_state, attention_weights = member.step(
+                previous_words, member_state, member_features[index], member_keys[index], training=training
+            )
+            log_probs.append(ops.log_softmax(logits, axis=-1))
+            new_state.extend(member_state)
+            weights.append(attention_weights)
+        return self._average(log_probs), new_state, ops.mean(ops.stack(weights), axis=0)
+
+    def call(self, features, token_ids, training=False):
+        """Teacher forcing: -> log of the mean probabilities (B, T, V), mean attention weights (B, T, L)."""
+        outputs = [member(features, token_ids, training=training) for member in self.members]
+        log_probs = [ops.log_softmax(logits, axis=-1) for logits, _ in outputs]
+        return self._average(log_probs), ops.mean(ops.stack([weights for _, weights in outputs]), axis=0)
+
+    def _average(self, log_probs):
+        """log(1/N sum_n p_n), computed from log p_n without leaving log space."""
+        return ops.logsumexp(ops.stack(log_probs), axis=0) - math.log(len(log_probs))
+
+    @property
+    def member_configs(self) -> list[dict]:
+        return [member.get_config() for member in self.members]
+
+    def get_config(self):
+        return {**super().get_config(), "members": self.member_configs, "vocabulary_size": self.vocabulary_size}

@@ -1,0 +1,86 @@
+"""Saving and loading captioner models, and the model this package ships.
+
+A `.keras` file holds the whole model (encoder weights, decoder, vocabulary); float16 storage
+halves it without changing the captions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from captioner.model.captioner import Captioner
+from captioner.utils.atomic import atomic_path
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "flickr8k_mobilenetv2.keras"
+
+
+def default_model_path() -> Path:
+    """The model shipped in captioner/pretrained/ (or $CAPTIONER_MODEL): used when no --model is given."""
+    return Path(os.environ.get("CAPTIONER_MODEL", SHIPPED_MODEL))
+
+
+def save_model(model: Captioner, path, weights_dtype: str = "float32") -> None:
+    """Write `model` to one .keras file atomically; weights_dtype "float16" halves the file.
+
+    float16 is only how the weights are stored: loading casts them back into the model's float32
+    variables, so computation (and speed) stays float32. MobileNetV2's and the decoder's weights
+    lose nothing that moves the captions (measured in docs/results.md).
+    """
+    if weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+        if weights_dtype == "float16":
+            _store_weights_as_float16(temporary)
+
+
+def _store_weights_as_float16(keras_file) -> None:
+    """Rewrite the float32 arrays of a .keras file's `model.weights.h5` as float16, everything else as it is."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_file) as archive:
+        entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
+
+    def copy(source, target):
+        target.attrs.update(source.attrs)
+        for name, item in source.items():
+            if isinstance(item, h5py.Group):
+                copy(item, target.create_group(name))
+            else:
+                values = item[()]
+                if getattr(values, "dtype", None) == np.float32:
+                    values = values.astype(np.float16)
+                target.create_dataset(name, data=values).attrs.update(item.attrs)
+
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for info, data in entries:
+            if info.filename.endswith(".h5"):
+                converted = io.BytesIO()
+                with h5py.File(io.BytesIO(data), "r") as source, h5py.File(converted, "w") as target:
+                    copy(source, target)
+                data = converted.getvalue()
+            archive.writestr(info, data)
+
+
+def load_captioner(path) -> Captioner:
+    """Load a model written by `Captioner.save`; raises ValueError with the path on failure."""
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras model file (not a zip archive, or cut short)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:
+        raise ValueError(f"{path}: not a captioner model ({str(error).splitlines()[0] if str(error) else error})")
+    if not isinstance(model, Captioner):
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not a Captioner")
+    return model

@@ -1,0 +1,111 @@
+"""The training objectives, one function each: what every kind of training step minimises.
+
+* `caption_loss`: teacher-forced cross-entropy over the real words, label smoothing, and the
+  doubly stochastic attention penalty (Xu et al. 2015, eq. 14). Every step uses it.
+* `attention_supervision_loss`: cross-entropy between alpha and a target map of the grid cells
+  for the words that name a boxed region (Liu et al., "Attention Correctness in Neural Image
+  Captioning", AAAI 2017); `--attention-supervision`.
+* `hard_attention_loss`: REINFORCE for the sampled locations of hard attention (Xu et al. 2015,
+  section 4.1); `--attention hard`.
+* `self_critical_loss`: REINFORCE on whole sampled captions rewarded by CIDEr-D (Rennie et al.
+  2017); `--scst`.
+
+Each is a pure function of the decoder's outputs, so a test can check it on small tensors.
+Under tf.distribute the means are over the whole global batch (`distribute.global_sum`): the
+replicas' losses add up to the single-device loss.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from captioner.training import distribute, reinforce
+
+SUPERVISION_EPSILON = 1e-8  # keeps log(alpha) finite where the softmax underflows to 0
+
+
+def caption_loss(logits, targets, attention_weights, attention_lambda: float, label_smoothing: float = 0.0):
+    """Cross-entropy over real words only, plus the doubly stochastic attention penalty.
+
+    logits (B, T, V), targets (B, T) with 0 for padding, attention_weights (B, T, L).
+    The penalty (paper, eq. 14) pushes every location to receive about as much
+    attention in total, over the caption, as any other: (1 - sum_t alpha_ti)^2,
+    here averaged over locations so that lambda does not depend on the grid size.
+    Label smoothing moves `label_smoothing` of each target's probability mass to a
+    uniform distribution over the vocabulary; the cross-entropy returned (for the
+    logs and the dev loss) is always the plain one, so runs stay comparable.
+    Under tf.distribute the sums are divided by the words (and captions) of the whole global
+    batch, so the replicas' losses add up to the single-device loss.
+    Returns (loss to minimise, cross-entropy, penalty).
+    """
+    logits, attention_weights = tf.cast(logits, tf.float32), tf.cast(attention_weights, tf.float32)  # mixed precision
+    mask = tf.cast(targets != 0, tf.float32)
+    words = tf.maximum(distribute.global_sum(tf.reduce_sum(mask)), 1.0)
+    real = tf.cast(tf.reduce_any(targets != 0, axis=1), tf.float32)  # (B,) 0 for an all-padding stand-in row
+    captions = tf.maximum(distribute.global_sum(tf.reduce_sum(real)), 1.0)
+    log_probabilities = tf.nn.log_softmax(logits)  # (B, T, V)
+    per_word = -target_log_probabilities(log_probabilities, targets)  # (B, T)
+    cross_entropy = tf.reduce_sum(per_word * mask) / words
+    objective = cross_entropy
+    if label_smoothing:
+        uniform = -tf.reduce_mean(log_probabilities, axis=-1)  # cross-entropy against a uniform target
+        objective = (1.0 - label_smoothing) * cross_entropy + label_smoothing * tf.reduce_sum(uniform * mask) / words
+    attention_per_location = tf.reduce_sum(attention_weights * mask[..., None], axis=1)  # (B, L)
+    penalty = tf.reduce_sum(tf.reduce_mean(tf.square(1.0 - attention_per_location), axis=1) * real) / captions
+    return objective + attention_lambda * penalty, cross_entropy, penalty
+
+
+def attention_supervision_loss(attention_weights, target_maps):
+    """Mean over the supervised words of -sum_i target_i log(alpha_i): how far alpha is from where the word is.
+
+    attention_weights (B, T, L) alpha of each attention step; target_maps (B, T, L): for a word
+    inside a phrase with boxes, the boxes' distribution over the grid cells (sums to 1); all zeros
+    for every other word, which the loss ignores. Its minimum over alpha is alpha = target (the
+    cross-entropy is then the target's entropy), so the gradient pulls attention onto the boxes.
+    """
+    attention_weights, target_maps = tf.cast(attention_weights, tf.float32), tf.cast(target_maps, tf.float32)
+    supervised = tf.cast(tf.reduce_sum(target_maps, axis=-1) > 0, tf.float32)  # (B, T)
+    words = tf.maximum(distribute.global_sum(tf.reduce_sum(supervised)), 1.0)
+    per_word = -tf.reduce_sum(target_maps * tf.math.log(attention_weights + SUPERVISION_EPSILON), axis=-1)  # (B, T)
+    return tf.reduce_sum(per_word * supervised) / words
+
+
+def target_log_probabilities(log_probabilities, targets):
+    """log p of each target word: log_probabilities (B, T, V), targets (B, T) -> (B, T)."""
+    return tf.gather(log_probabilities, targets, axis=-1, batch_dims=2)
+
+
+def per_caption_mean(values, mask):
+    """Mean over each caption's real words: values and mask (B, T) -> (B,)."""
+    return tf.reduce_sum(values * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+def hard_attention_loss(word_loss, logits, targets, attention_weights, chosen, baseline, reward_scale: float,
+                        entropy_bonus: float):
+    """The paper's hard-attention objective (section 4.1), one location sampled per word: `word_loss` plus REINFORCE.
+
+    `word_loss` (from `caption_loss`, given the sampled locations) trains the decoder as usual. REINFORCE
+    trains the location policy with the caption's log-likelihood (per word, so long captions do not get
+    larger rewards) as the reward, minus a moving-average `baseline`, times `reward_scale`; an entropy
+    bonus keeps the attention from settling on one place too soon. chosen (B, T): the sampled cells.
+    Returns (loss to minimise, rewards (B,), attention entropy (B,)).
+    """
+    mask = tf.cast(targets != 0, tf.float32)
+    log_likelihood = per_caption_mean(target_log_probabilities(tf.nn.log_softmax(logits), targets), mask)
+    chosen_weight = tf.gather(attention_weights, chosen, axis=2, batch_dims=2)  # alpha of the sampled cell
+    log_policy = per_caption_mean(tf.math.log(chosen_weight + reinforce.EPSILON), mask)
+    entropy = per_caption_mean(reinforce.entropy(attention_weights), mask)
+    policy_loss = reinforce.policy_gradient_loss(log_policy, log_likelihood, baseline)
+    return word_loss + reward_scale * policy_loss - entropy_bonus * tf.reduce_mean(entropy), log_likelihood, entropy
+
+
+def self_critical_loss(logits, targets, rewards, baselines):
+    """Rennie et al. 2017: raise log p(sample) in proportion to how much its CIDEr-D beats its baseline.
+
+    logits (B, T, V) of the decoder fed each sampled caption; targets (B, T) the sample's words and
+    `<end>`, 0 after; rewards and baselines (B,).
+    """
+    mask = tf.cast(targets != 0, tf.float32)
+    word_log_probabilities = target_log_probabilities(tf.nn.log_softmax(logits), targets)
+    log_probability = tf.reduce_sum(word_log_probabilities * mask, axis=1)  # (B,) of each whole sample
+    return reinforce.policy_gradient_loss(log_probability, rewards, baselines)

@@ -1,0 +1,106 @@
+"""Everything a run needs before its first step: the model, the image features, the caption pairs
+and, with `--attention-supervision`, the attention targets of the training pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from captioner.config import Config
+from captioner.data.datasets import Split
+from captioner.data.features import DEFAULT_CACHE, FeatureStore, encode_in_memory
+from captioner.data.vocabulary import Vocabulary
+from captioner.model.captioner import Captioner
+from captioner.model.saving import load_captioner
+from captioner.training import distribute
+
+
+def make_captioner(config: Config, splits: dict[str, Split], strategy) -> tuple[Captioner, Vocabulary]:
+    """A new captioner with a vocabulary of the training captions, or, with `init_model`, that model
+    (fine-tuning: its own architecture, vocabulary and weights). Built under `strategy`'s scope, so the
+    decoder's variables are mirrored on every replica."""
+    with strategy.scope():
+        if config.init_model:
+            captioner = load_captioner(config.init_model)
+            if captioner.is_ensemble:
+                raise ValueError(f"{config.init_model}: an ensemble is not trained further; start from one of "
+                                 "its members (each run's best.keras)")
+            return captioner, captioner.vocabulary
+        vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
+        captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
+        captioner.build()
+        return captioner, vocabulary
+
+
+def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config, strategy=None):
+    """Features of every split: computed in memory for synthetic scenes, else through the disk cache.
+
+    Images that cannot be read are reported once each and left out of their split. Under a
+    multi-worker strategy the workers share the missing images out between them (the cache
+    directory must be shared storage), then wait for each other.
+    """
+    features = {}
+    store = None
+    worker, workers = distribute.worker_index(strategy) if strategy is not None else (0, 1)
+    for name, split in list(splits.items()):
+        if not len(split):
+            features[name] = np.zeros((0, *captioner.feature_shape), np.float16)
+            continue
+        if split.images is not None:
+            features[name] = encode_in_memory(captioner.encoder, split.images, name)
+            continue
+        store = store or FeatureStore(config.feature_cache or DEFAULT_CACHE, captioner.encoder)
+        failed = store.extract_missing(split.paths, f"{name} images", worker, workers)
+        if workers > 1:  # wait for the other workers' shards
+            distribute.barrier(strategy)
+            store.refresh()
+            failed |= {path for path in split.paths if not store.has(path)}
+        if failed:
+            print(f"{len(failed)} {name} images could not be read and are left out")
+            splits[name] = split = split.without(failed)
+        features[name] = store.view(split.paths)
+    if store is not None:
+        print(f"Feature cache: {store.directory} ({store.size_on_disk() / 2**20:.0f} MiB)")
+    return splits, features
+
+
+def caption_pairs(split: Split, vocabulary: Vocabulary, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (image index, caption ids) pair of a split; ids (P, max_length + 2), padded with 0."""
+    image_index = np.array([i for i, refs in enumerate(split.captions) for _ in refs], dtype=np.int64)
+    token_ids = vocabulary.encode_batch([c for refs in split.captions for c in refs], max_length)
+    return image_index, token_ids
+
+
+def check_supervision(config: Config) -> None:
+    """Refuse, before any work, attention supervision that cannot run: ValueError naming the problem."""
+    if not config.attention_supervision:
+        return
+    if not Path(config.attention_supervision).is_dir():
+        raise ValueError(f"{config.attention_supervision}: no such directory (--attention-supervision wants the "
+                         "Flickr30k Entities folder, with Annotations/ and Sentences/)")
+    if not config.supervision_weight >= 0:
+        raise ValueError(f"supervision_weight must be a number >= 0, not {config.supervision_weight}")
+    if config.self_critical or config.hard_attention:
+        raise ValueError("attention supervision trains soft attention with cross-entropy; "
+                         "not with --scst or --attention hard")
+
+
+def supervision_maps(captioner: Captioner, train: Split, config: Config, pairs: int) -> np.ndarray:
+    """The attention targets of the TRAIN pairs, (P, max_length + 1, L) in the order of `caption_pairs`.
+
+    Only the training split is ever supervised: the dev and test boxes stay unseen.
+    """
+    if captioner.decoder.hard_attention:
+        raise ValueError(f"{config.init_model}: a hard-attention model; attention supervision trains soft attention")
+    from captioner.data.entities import attention_targets  # read only when this option is used
+
+    targets, summary = attention_targets(train, config.attention_supervision, captioner.vocabulary, config.max_length,
+                                         captioner.grid)
+    expected = (pairs, config.max_length + 1, captioner.feature_shape[0])
+    if targets.shape != expected:
+        raise ValueError(f"{config.attention_supervision}: attention targets of shape {targets.shape}, "
+                         f"expected {expected} (pairs, max_length + 1, grid cells)")
+    print("Attention supervision (train split): " + ", ".join(f"{key} {value}" for key, value in summary.items()))
+    return targets

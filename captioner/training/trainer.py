@@ -1,0 +1,222 @@
+"""The `Trainer`: the decoder's optimizer and its compiled training steps, one per objective.
+
+Each step is one graph: the decoder unrolled over the batch's caption length, the objective
+(`captioner.training.objectives`), the gradients and the optimizer update. Hand-written rather
+than `model.fit` because the speed comes from one graph per caption length: batches are padded
+only to their own longest caption (rounded up to `pipeline.LENGTH_STEP`), 405 captions/s against
+261 with every caption padded to the longest (bench/RESULTS.md, "Each speed change"), and the
+unrolled per-length graph is what XLA can compile; `fit` has one train function for all shapes,
+and its loop has no place for hard attention's mixed batches or self-critical sampling.
+
+The steps:
+    train_step              cross-entropy + attention penalty (every run)
+    train_step(..., maps)   the same + attention supervision (`--attention-supervision`)
+    hard_train_step         + REINFORCE on one sampled location per word (`--attention hard`)
+    self_critical_step      REINFORCE on whole sampled captions (`--scst`)
+    eval_step               the dev loss (no update)
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from captioner.config import Config
+from captioner.model.captioner import Captioner
+from captioner.training import distribute, objectives, reinforce
+from captioner.utils.graph import compile_function
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A base schedule times a scale that validation can lower (reduce-on-plateau)."""
+
+    def __init__(self, base, scale: tf.Variable):
+        self.base, self.scale = base, scale
+
+    def __call__(self, step):
+        base = self.base(step) if callable(self.base) else self.base
+        return tf.cast(base, tf.float32) * self.scale
+
+    def get_config(self):
+        return {}
+
+
+def learning_rate_schedule(config: Config, total_steps: int, scale: tf.Variable):
+    """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close); times `scale`."""
+    if config.lr_schedule == "constant":
+        base = config.learning_rate
+    elif config.lr_schedule == "cosine":
+        base = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
+    else:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; use constant or cosine")
+    return ScaledSchedule(base, scale)
+
+
+class Trainer:
+    """Holds the model, optimizer and compiled steps; `captioner.training.epochs` runs them over the data.
+
+    `strategy` (tf.distribute): the captioner must have been built under its scope. Each
+    training step then runs on every replica with its slice of the global batch
+    (`captioner.training.distribute`).
+    """
+
+    def __init__(self, captioner: Captioner, config: Config, total_steps: int = 1, strategy=None):
+        self.captioner = captioner
+        self.config = config
+        self.decoder = captioner.decoder
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.distributed = distribute.is_distributed(self.strategy)
+        if self.distributed and (config.hard_attention or config.self_critical):
+            raise ValueError("hard attention and self-critical training run on one device only (--strategy default)")
+        with self.strategy.scope():
+            self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")
+            self.schedule = learning_rate_schedule(config, total_steps, self.lr_scale)
+            self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
+            self.optimizer.build(self.decoder.trainable_variables)
+            # Hard attention's moving-average reward baseline; saved with the weights.
+            self.reward_baseline = keras.Variable(0.0, trainable=False, name="reward_baseline")
+            self.baseline_started = keras.Variable(False, trainable=False, dtype="bool", name="baseline_started")
+        self._compiled = {}  # (step, caption length) -> tf.function; the decoder unrolls over the length
+        if self.distributed:
+            self.local_replicas = distribute.local_replica_ids(self.strategy)
+
+    def _compiled_step(self, step, token_length: int, extra=()):
+        """`step` compiled for captions of `token_length` ids; `extra`: specs of its further inputs."""
+        key = (step.__name__, token_length)
+        if key not in self._compiled:
+            locations, size = self.captioner.feature_shape
+            signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32),
+                         *extra]
+            self._compiled[key] = compile_function(step, signature, jit_compile=self.config.jit_compile)
+        return self._compiled[key]
+
+    def _target_maps_spec(self, token_length: int) -> tf.TensorSpec:
+        """(B, T, L) attention targets: one map per attention step (token_length - 1 of them)."""
+        return tf.TensorSpec([None, token_length - 1, self.captioner.feature_shape[0]], tf.float32)
+
+    def train_step(self, features, token_ids, target_maps=None):
+        """One optimizer step on a batch; returns loss, cross-entropy, attention penalty, gradient norm
+        and, with `target_maps` (attention supervision), the supervision loss.
+
+        Without target maps the step is the plain one: no extra input, the same graph as ever.
+        Distributed: features, token_ids (and target_maps) are tuples of this process's replica slices.
+        """
+        inputs = (features, token_ids) if target_maps is None else (features, token_ids, target_maps)
+        if self.distributed:
+            return self._distributed_train_step(*inputs)
+        if target_maps is None:
+            return self._compiled_step(self._train_step, token_ids.shape[1])(*inputs)
+        length = token_ids.shape[1]
+        return self._compiled_step(self._supervised_train_step, length, [self._target_maps_spec(length)])(*inputs)
+
+    def _distributed_train_step(self, *input_parts):
+        """The train step on every replica; the replicas' losses add up (each is a share of the global mean)."""
+        token_parts = input_parts[1]
+        step = self._train_step if len(input_parts) == 2 else self._supervised_train_step
+        # One graph per shape of this process's slices, so a shape seen before never retraces.
+        key = ("distributed_" + step.__name__, int(token_parts[0].shape[1]), *(int(part.shape[0]) for part in token_parts))
+        if key not in self._compiled:
+            # Losses are shares of the global mean: summed. The gradient norm is the same everywhere: averaged.
+            reductions = [tf.distribute.ReduceOp.SUM] * 3 + [tf.distribute.ReduceOp.MEAN] + [tf.distribute.ReduceOp.SUM]
+
+            def distributed_step(*inputs):
+                results = self.strategy.run(step, args=inputs)
+                return [self.strategy.reduce(op, value, axis=None) for op, value in zip(reductions, results)]
+
+            self._compiled[key] = compile_function(distributed_step, None)  # per-replica values take no input signature
+        part = {replica: index for index, replica in enumerate(self.local_replicas)}
+        inputs = [self.strategy.experimental_distribute_values_from_function(
+            lambda context, parts=parts: parts[part[context.replica_id_in_sync_group]]) for parts in input_parts]
+        return self._compiled[key](*inputs)
+
+    def eval_step(self, features, token_ids):
+        return self._compiled_step(self._eval_step, token_ids.shape[1])(features, token_ids)
+
+    def hard_train_step(self, features, token_ids):
+        """One step with sampled locations: loss, cross-entropy, penalty, gradient norm, reward, baseline, entropy."""
+        return self._compiled_step(self._hard_train_step, token_ids.shape[1])(features, token_ids)
+
+    def self_critical_step(self, features, token_ids, rewards, baselines):
+        """REINFORCE on whole sampled captions: token_ids (B, T) are `<start>` + a sample + `<end>`."""
+        per_caption = tf.TensorSpec([None], tf.float32)
+        return self._compiled_step(self._self_critical_step, token_ids.shape[1], (per_caption, per_caption))(
+            features, token_ids, rewards, baselines)
+
+    def _train_step(self, features, token_ids):
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
+        with tf.GradientTape() as tape:
+            logits, attention_weights = self.decoder(features, inputs, training=True)
+            loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
+                                                                   self.config.attention_lambda, self.config.label_smoothing)
+        return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
+
+    def _supervised_train_step(self, features, token_ids, target_maps):
+        """`_train_step` plus `supervision_weight` times the attention supervision loss (Liu et al. 2017)."""
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        with tf.GradientTape() as tape:
+            logits, attention_weights = self.decoder(features, inputs, training=True)
+            loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
+                                                                   self.config.attention_lambda, self.config.label_smoothing)
+            supervision = objectives.attention_supervision_loss(attention_weights, target_maps)
+            total = loss + self.config.supervision_weight * supervision
+        return total, cross_entropy, penalty, self._apply_gradients(tape, total), supervision
+
+    def _hard_train_step(self, features, token_ids):
+        """Hard attention: the caption loss given one sampled location per word, plus REINFORCE for the locations."""
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        with tf.GradientTape() as tape:
+            logits, attention_weights, chosen = self.decoder.sample_locations(features, inputs, training=True)
+            loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
+                                                                   self.config.attention_lambda, self.config.label_smoothing)
+            total, log_likelihood, entropy = objectives.hard_attention_loss(
+                loss, logits, targets, attention_weights, chosen, self.reward_baseline, self.config.reward_scale,
+                self.config.entropy_bonus)
+        gradient_norm = self._apply_gradients(tape, total)
+        reward = tf.reduce_mean(log_likelihood)
+        self.reward_baseline.assign(reinforce.moving_average_baseline(self.reward_baseline, log_likelihood,
+                                                                      self.baseline_started))
+        self.baseline_started.assign(True)
+        return loss, cross_entropy, penalty, gradient_norm, reward, self.reward_baseline.value, tf.reduce_mean(entropy)
+
+    def _self_critical_step(self, features, token_ids, rewards, baselines):
+        """No dropout: the gradient is of the same policy that drew the samples."""
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        with tf.GradientTape() as tape:
+            logits, _ = self.decoder(features, inputs, training=False)
+            loss = objectives.self_critical_loss(logits, targets, rewards, baselines)
+        return loss, self._apply_gradients(tape, loss)
+
+    def _eval_step(self, features, token_ids):
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        logits, attention_weights = self.decoder(features, inputs, training=False)
+        return objectives.caption_loss(logits, targets, attention_weights, self.config.attention_lambda)
+
+    def _apply_gradients(self, tape, loss):
+        """One clipped optimizer step on the decoder; returns the gradient norm before clipping.
+
+        Distributed, the norm is that of the gradient summed over replicas, as on one device. Keras's
+        optimizer sums the gradients it is given over the replicas once more, so each replica hands it
+        an equal share of the clipped sum.
+        """
+        variables = self.decoder.trainable_variables
+        # Dense: the embedding's sparse gradient repeats a row per occurrence of a word, and clipping
+        # would measure those copies' norm rather than the gradient's.
+        gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, variables)]
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            gradients = distribute.global_sum(gradients)
+        gradients, gradient_norm = tf.clip_by_global_norm(gradients, self.config.clip_norm)
+        if replicas > 1:
+            gradients = [gradient / replicas for gradient in gradients]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return gradient_norm
+
+    def model_variables(self):
+        """Weights and the random seed states, so a resumed run draws the same dropout masks (and locations)."""
+        if self.decoder.hard_attention:
+            return [*self.decoder.variables, self.reward_baseline, self.baseline_started]
+        return self.decoder.variables

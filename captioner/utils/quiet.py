@@ -1,0 +1,34 @@
+"""Import TensorFlow without its start-up chatter.
+
+TensorFlow's C++ side prints oneDNN and CUDA notices straight to file descriptor 2 before any
+Python logging setting applies ("Could not find cuda drivers", "failed call to cuInit" on every
+CPU machine). The command-line tools import it with stderr pointed at a temporary file and show
+that file only if the import fails.
+"""
+
+import os
+import sys
+import tempfile
+
+
+def import_tensorflow_quietly() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device set-up prints its own notices
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,184 @@
+"""Grounding: the scores of a map against boxes (known answers), the maps a model is scored on, and the command."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_captioner
+
+from captioner.data.entities import box_coverage, normalised_boxes
+from captioner.evaluation import grounding
+from captioner.evaluation.grounding_scores import (
+    OVERALL, Tally, centre_cell, chance, drawn_maps, format_table, mass, norm_map, pointing, score_phrase,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FLICKR8K = ROOT / "data" / "fixtures" / "flickr8k"
+ENTITIES = ROOT / "data" / "fixtures" / "flickr30k_entities"
+GRID = (7, 7)
+SHIRT = [(51, 76, 200, 225)]  # in a 500x375 photo: x 0.1-0.4, y 0.2-0.6 of the square; cell (2, 1) lies inside
+
+
+def shirt():
+    return box_coverage(SHIRT, 500, 375, *GRID), normalised_boxes(SHIRT, 500, 375)
+
+
+def one_hot(cell, cells=49):
+    return np.eye(cells)[cell]
+
+
+# ---- scores of one map --------------------------------------------------------------------------------------
+
+def test_all_weight_in_one_cell_inside_the_box_scores_mass_1_and_pointing_1():
+    coverage, corners = shirt()
+    inside = 2 * 7 + 1
+    assert coverage[inside] == 1.0
+    assert mass(one_hot(inside), coverage) == 1.0 and pointing(one_hot(inside), corners, GRID)
+    outside = 6 * 7 + 6
+    assert mass(one_hot(outside), coverage) == 0.0 and not pointing(one_hot(outside), corners, GRID)
+
+
+def test_a_uniform_map_scores_exactly_the_covered_share_of_the_image():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        xmin, ymin = rng.integers(1, 300), rng.integers(1, 200)
+        boxes = [(xmin, ymin, rng.integers(xmin, 501), rng.integers(ymin, 376))]
+        coverage = box_coverage(boxes, 500, 375, *GRID)
+        assert mass(np.full(49, 1 / 49), coverage) == pytest.approx(chance(coverage), abs=1e-12)
+    np.testing.assert_allclose(chance(shirt()[0]), 0.3 * 0.4)  # the box's share of the photo
+
+
+def test_pointing_counts_the_top_cells_centre_only():
+    coverage, corners = shirt()
+    edge = 1 * 7 + 0  # row 1 (y 0.14-0.29), column 0 (x 0-0.14): partly covered, centre (0.07, 0.21) outside
+    assert 0 < coverage[edge] < 1 and not pointing(one_hot(edge), corners, GRID)
+
+
+def test_the_centre_cell_and_its_choice_on_an_even_grid():
+    assert centre_cell((7, 7)) == 24
+    assert centre_cell((2, 2)) == 3  # row 1, column 1: just below and right of the middle
+    assert centre_cell((4, 6)) == 2 * 6 + 3
+
+
+def test_the_feature_norm_map_is_proportional_to_the_norms_and_uniform_when_all_are_zero():
+    features = np.zeros((2, 4, 3))
+    features[0, :, 0] = [3, 0, 1, 0]
+    features[0, 1, 1:] = [0, 4]
+    np.testing.assert_allclose(norm_map(features), [[3 / 8, 4 / 8, 1 / 8, 0], [0.25] * 4])
+
+
+def test_phrase_scores_use_the_mean_map_of_its_words_and_the_map_of_its_last():
+    coverage, corners = shirt()
+    maps = np.stack([one_hot(48), one_hot(15), one_hot(48), one_hot(48)])  # words 1..2: inside, then outside
+    scores = score_phrase(maps, 1, 2, coverage, corners, GRID, np.full(49, 1 / 49), hard=True)
+    assert scores["mass_words"] == 0.5 and scores["mass_head"] == 0.0
+    assert scores["pointing_words"] == 1.0  # the mean map's top cell: the first of the tie, inside
+    assert scores["mass_norm"] == pytest.approx(scores["chance"])
+    assert scores["mass_words_drawn"] == 0.5  # one-hot maps are their own drawn maps
+    np.testing.assert_array_equal(drawn_maps(np.array([[0.1, 0.7, 0.2]])), [[0, 1, 0]])
+    assert "mass_words_drawn" not in score_phrase(maps, 1, 2, coverage, corners, GRID, np.full(49, 1 / 49))
+
+
+def test_tally_counts_a_phrase_under_each_of_its_types_and_once_overall():
+    tally = Tally()
+    tally.add(("animals", "people"), {"mass_words": 1.0})
+    tally.add(("people",), {"mass_words": 0.0})
+    tally.add(("unusual",), {"mass_words": 0.5})
+    summary = tally.summary()
+    assert list(summary) == ["people", "animals", "unusual", OVERALL]
+    assert summary["people"] == {"phrases": 2, "mass_words": 0.5}
+    assert summary[OVERALL] == {"phrases": 3, "mass_words": 0.5}
+    table = format_table(summary, "title")
+    assert table.splitlines()[0] == "title" and table.splitlines()[-1].split()[:2] == [OVERALL, "3"]
+
+
+# ---- the maps a model is scored on --------------------------------------------------------------------------
+
+def caption_inputs(captioner, count=3, length=6, seed=0):
+    rng = np.random.default_rng(seed)
+    locations, size = captioner.feature_shape
+    features = rng.normal(size=(count, locations, size)).astype(np.float32)
+    inputs = rng.integers(4, len(captioner.vocabulary), size=(count, length)).astype(np.int32)
+    inputs[:, 0] = captioner.vocabulary.start_id
+    return features, inputs
+
+
+def test_soft_maps_are_the_decoders_teacher_forcing_maps(small_captioner):
+    features, inputs = caption_inputs(small_captioner)
+    decoder = small_captioner.decoder
+    images = np.array([2, 0, 2])  # captions of images 2, 0 and 2 of the prepared ones
+    maps = grounding.teacher_forced_maps(decoder, decoder.prepare(features), inputs, images)
+    np.testing.assert_allclose(maps, np.asarray(decoder(features[images], inputs)[1]), atol=1e-6)
+
+
+def test_an_ensemble_is_scored_on_its_members_mean_map():
+    from captioner.model.captioner import make_ensemble
+
+    ensemble = make_ensemble([make_captioner(seed=0), make_captioner(seed=0)])
+    ensemble.decoder.members[1].set_weights(make_captioner(seed=1).decoder.get_weights())  # two different members
+    features, inputs = caption_inputs(ensemble)
+    members = [np.asarray(member(features, inputs)[1]) for member in ensemble.decoder.members]
+    assert np.abs(members[0] - members[1]).max() > 1e-4
+    mean = np.mean(members, axis=0)
+    np.testing.assert_allclose(np.asarray(ensemble.decoder(features, inputs)[1]), mean, atol=1e-6)
+    maps = grounding.teacher_forced_maps(ensemble.decoder, ensemble.decoder.prepare(features), inputs, np.arange(3))
+    np.testing.assert_allclose(maps, mean, atol=1e-6)
+
+
+def test_a_hard_attention_model_is_scored_on_the_maps_it_draws_when_it_captions(random_images):
+    captioner = make_captioner(hard_attention=True)
+    features = np.asarray(captioner.encoder(random_images))
+    for image, caption in enumerate(captioner.caption(random_images)):
+        ids = grounding.encode_words(caption.words, captioner.vocabulary, captioner.max_length)
+        inputs = np.array([ids[:-1]], dtype=np.int32)
+        maps = grounding.teacher_forced_maps(captioner.decoder, captioner.decoder.prepare(features[image : image + 1]),
+                                             inputs, np.array([0]))[0]
+        steps = min(len(maps), len(caption.attention))
+        np.testing.assert_allclose(maps[:steps], caption.attention.reshape(len(caption.attention), -1)[:steps], atol=1e-5)
+
+
+# ---- the command --------------------------------------------------------------------------------------------
+
+def run_grounding(tmp_path, model, split="val", entities=ENTITIES):
+    from captioner.model.saving import save_model
+
+    path = tmp_path / f"{model.decoder.attention.score}.keras"
+    save_model(model, path)
+    out = tmp_path / f"out-{path.stem}-{split}"
+    code = grounding.main(["--model", str(path), "--dataset", "flickr8k", "--data-dir", str(FLICKR8K), "--split", split,
+                           "--entities", str(entities), "--feature-cache", str(tmp_path / "cache"), "--out", str(out)])
+    report = json.loads((out / "grounding.json").read_text()) if (out / "grounding.json").exists() else None
+    return code, report
+
+
+def test_the_command_scores_the_fixture_and_writes_its_report(tmp_path, capsys):
+    code, report = run_grounding(tmp_path, make_captioner())
+    assert code == 0
+    # green: "A green square" and "a green picture" name the middle box (a quarter of the image); "green" is the scene
+    assert report["images_annotated"] == 1 and report["sentences"] == 3 and report["phrases_scored"] == 2
+    assert report["phrases_skipped"] == {"no_box": 1, "too_large": 0, "past_max_length": 0}
+    assert report["types"]["other"]["chance"] == 0.25 and report["types"][OVERALL]["phrases"] == 2
+    assert "overall" in capsys.readouterr().out
+
+
+def test_a_model_without_attention_scores_exactly_chance(tmp_path):
+    code, report = run_grounding(tmp_path, make_captioner(attention="none"), split="train")  # red: several types
+    assert code == 0 and report["phrases_scored"] >= 4
+    for scores in report["types"].values():
+        assert scores["mass_words"] == pytest.approx(scores["chance"], abs=1e-7)
+        assert scores["mass_head"] == pytest.approx(scores["chance"], abs=1e-7)
+
+
+def test_a_split_without_annotations_or_a_wrong_folder_fails_with_one_line(tmp_path, capsys):
+    code, report = run_grounding(tmp_path, make_captioner(), split="test")  # blue.jpg has no annotation files
+    assert code == 1 and report is None
+    assert "none of the 1 images of the test split" in capsys.readouterr().err
+    code, _ = run_grounding(tmp_path, make_captioner(), entities=tmp_path)
+    assert code == 2 and "no Sentences/ and Annotations/ folders" in capsys.readouterr().err
+
+
+def test_grounding_is_a_captioner_command():
+    from captioner.cli import COMMANDS
+
+    assert COMMANDS["grounding"][0] == "captioner.evaluation.grounding"
