@@ -3,6 +3,7 @@
     python data/download.py flickr8k --dest data/flickr8k
     python data/download.py karpathy-splits --dest data/coco      # dataset_{flickr8k,flickr30k,coco}.json
     python data/download.py coco --dest data/coco                 # 19 GB of images, 2014 release
+    python data/download.py flickr30k-entities --dest data/flickr30k_entities   # phrase boxes (grounding)
 
 Archives go through `keras.utils.get_file`, so they are cached (in $KERAS_HOME/datasets) and a
 second run downloads nothing. Flickr30k needs a signed form: see data/flickr30k/README.md.
@@ -24,6 +25,11 @@ ARCHIVES = {
     ],
     "karpathy-splits": [
         ("caption_datasets.zip", "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"),
+    ],
+    # Flickr30k Entities' phrase-to-box annotations: the zip unpacks to Annotations/ and Sentences/ directly
+    "flickr30k-entities": [
+        ("flickr30k_entities_annotations.zip",
+         "https://github.com/BryanPlummer/flickr30k_entities/raw/master/annotations.zip"),
     ],
     "coco": [
         ("annotations_trainval2014.zip", "http://images.cocodataset.org/annotations/annotations_trainval2014.zip"),

@@ -27,6 +27,18 @@ def test_download_unpacks_a_dataset_that_the_reader_accepts(tmp_path):
     assert (tmp_path / "again" / "Flickr8k.token.txt").is_file()
 
 
+def test_download_unpacks_flickr30k_entities_in_the_layout_its_reader_reads(tmp_path):
+    from captioner.data.entities import read_annotation
+
+    # the release's annotations.zip holds Annotations/ and Sentences/ at its top level, as this fixture does
+    fixture = ROOT / "data" / "fixtures" / "flickr30k_entities"
+    archive = Path(shutil.make_archive(str(tmp_path / "entities"), "zip", fixture))
+    archives = {"flickr30k-entities": [("entities_fixture.zip", archive.as_uri())]}
+    destination = download.download("flickr30k-entities", tmp_path / "entities", archives, cache_dir=tmp_path / "keras")
+    assert read_annotation(destination, "red") is not None
+    assert "flickr30k-entities" in download.ARCHIVES
+
+
 def test_unpack_refuses_paths_outside_the_destination(tmp_path):
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zipped:

@@ -33,7 +33,8 @@ def phrases_of(sentence):
 # ---- Sentences ----------------------------------------------------------------------------------------------
 
 def test_sentence_words_are_the_tokenizers_and_punctuation_takes_no_position():
-    sentence = parse_sentence("[/EN#1/people A man] in [/EN#2/clothing a red , striped shirt] throws [/EN#3/other a ball] .")
+    sentence = parse_sentence(
+        "[/EN#1/people A man] in [/EN#2/clothing a red , striped shirt] throws [/EN#3/other a ball] .")
     assert sentence.text == "A man in a red , striped shirt throws a ball ."
     assert list(sentence.words) == tokenize(sentence.text)
     assert [(p.chain, p.first, p.last) for p in sentence.phrases] == [(1, 0, 1), (2, 3, 6), (3, 8, 9)]

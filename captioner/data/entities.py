@@ -11,6 +11,11 @@ chain 0 and no box. Every Flickr8k photo is a Flickr30k photo: `1000268201_693b0
 Word positions are those of the project's tokenizer (`captioner.data.vocabulary.tokenize`) on the caption
 without its markup, so in "[/EN#2/clothing a red , striped shirt]" the phrase is words [a, red, striped,
 shirt]: punctuation never takes a position, as it never takes a step of the decoder.
+
+    read_annotation(DIR, "1000268201")   -> Annotation (sentences with phrases, boxes per chain) or None
+    box_coverage(boxes, width, height, rows, cols)   -> share of each grid cell inside the boxes
+    attention_targets(split, DIR, vocabulary, max_length, grid)   -> per-word target maps for training
+The XML side lives in `captioner.data.entity_boxes`.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ import collections
 import dataclasses
 import functools
 import re
-import xml.parsers.expat
 from pathlib import Path
 
 import numpy as np
 
+from captioner.data.entity_boxes import read_boxes
 from captioner.data.readers import ReaderError
 from captioner.data.vocabulary import tokenize
 
@@ -128,93 +133,6 @@ def read_sentences(path: Path) -> tuple[Sentence, ...]:
     except UnicodeDecodeError as error:
         raise ReaderError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     return tuple(parse_sentence(line, f"{path}:{number}") for number, line in enumerate(lines, start=1) if line.strip())
-
-
-# ---- Annotations/<id>.xml -----------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class _Element:
-    tag: str
-    line: int
-    text: str = ""
-    children: list = dataclasses.field(default_factory=list)
-
-    def all(self, tag: str) -> list[_Element]:
-        return [child for child in self.children if child.tag == tag]
-
-    def one(self, tag: str, path: Path) -> _Element:
-        found = self.all(tag)
-        if not found:
-            raise ReaderError(f"{path}:{self.line}: <{self.tag}> has no <{tag}>")
-        return found[0]
-
-    def number(self, tag: str, path: Path) -> int:
-        child = self.one(tag, path)
-        try:
-            return int(child.text.strip())
-        except ValueError:
-            raise ReaderError(f"{path}:{child.line}: <{tag}> must be a whole number, got {child.text.strip()!r}") from None
-
-
-def _parse_xml(path: Path) -> _Element:
-    """The file's element tree, each element with its line (ElementTree keeps none), or ReaderError file:line."""
-    parser = xml.parsers.expat.ParserCreate()
-    stack = [_Element("", 0)]
-
-    def start(tag, attributes):
-        element = _Element(tag, parser.CurrentLineNumber)
-        stack[-1].children.append(element)
-        stack.append(element)
-
-    def text(data):
-        stack[-1].text += data
-
-    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, lambda tag: stack.pop(), text
-    try:
-        parser.Parse(path.read_bytes(), True)
-    except xml.parsers.expat.ExpatError as error:
-        raise ReaderError(f"{path}:{error.lineno}: malformed XML ({xml.parsers.expat.ErrorString(error.code)})") from None
-    return stack[0].children[0]
-
-
-def _flag(element: _Element, tag: str, path: Path) -> bool:
-    return bool(element.all(tag)) and element.number(tag, path) > 0
-
-
-def read_boxes(path: Path):
-    """(width, height, chain -> boxes, scene chains, no-box chains) of an Annotations file."""
-    root = _parse_xml(path)
-    if root.tag != "annotation":
-        raise ReaderError(f"{path}:{root.line}: expected <annotation>, got <{root.tag}>")
-    size = root.one("size", path)
-    width, height = size.number("width", path), size.number("height", path)
-    if width <= 0 or height <= 0:
-        raise ReaderError(f"{path}:{size.line}: image size must be positive, got {width}x{height}")
-    boxes, scene, no_box = collections.defaultdict(list), set(), set()
-    for element in root.all("object"):
-        names = element.all("name")
-        if not names:
-            raise ReaderError(f"{path}:{element.line}: <object> has no <name> (chain id)")
-        chains = []
-        for name in names:
-            if not name.text.strip().isdigit():
-                raise ReaderError(f"{path}:{name.line}: <name> must be a chain id (a whole number), got {name.text.strip()!r}")
-            chains.append(int(name.text))
-        if element.all("bndbox"):
-            box_element = element.one("bndbox", path)
-            box = tuple(box_element.number(tag, path) for tag in ("xmin", "ymin", "xmax", "ymax"))
-            if box[0] > box[2] or box[1] > box[3]:
-                raise ReaderError(f"{path}:{box_element.line}: box {box} has xmin > xmax or ymin > ymax")
-            for chain in chains:  # one box may serve several chains
-                boxes[chain].append(box)
-        elif element.all("scene") or element.all("nobndbox"):
-            if _flag(element, "scene", path):
-                scene.update(chains)
-            if _flag(element, "nobndbox", path):
-                no_box.update(chains)
-        else:
-            raise ReaderError(f"{path}:{element.line}: <object> has neither <bndbox> nor <scene>/<nobndbox>")
-    return width, height, {chain: tuple(found) for chain, found in boxes.items()}, frozenset(scene), frozenset(no_box)
 
 
 def check_layout(entities_dir) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioner.evaluation.grounding_scores import Tally, centre_cell, format_table, norm_map, score_phrase
+from captioner.evaluation.grounding_scores import OVERALL, Tally, centre_cell, format_table, norm_map, score_phrase
 from captioner.utils.quiet import import_tensorflow_quietly
 
 DECODE_BATCH = 100  # captions teacher-forced at once, sorted by length so a batch pads little
@@ -67,6 +67,9 @@ def annotated_images(split, entities_dir):
     return [index for index, a in found if a is not None], [a for _, a in found if a is not None]
 
 
+SKIPPED = ("no_box", "too_large", "past_max_length")  # why a phrase is not scored
+
+
 class Scorer:
     """Scores every boxed phrase of the captions it is given into a Tally, and counts what it skips."""
 
@@ -92,6 +95,11 @@ class Scorer:
                                                           self.grid, feature_norm, self.hard))
 
 
+def is_hard(decoder) -> bool:
+    """Whether the decoder captions with one (argmax) cell: then that cell is the map it draws."""
+    return bool(getattr(decoder, "hard_attention", False)) and decoder.hard_inference == "argmax"
+
+
 def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH, max_cover: float | None = None):
     """(Tally of every boxed phrase's scores, counts of captions and of skipped phrases).
 
@@ -101,8 +109,7 @@ def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH
     from captioner.data.entities import MAX_COVER
 
     decoder, vocabulary = captioner.decoder, captioner.vocabulary
-    hard = bool(getattr(decoder, "hard_attention", False)) and decoder.hard_inference == "argmax"
-    scorer = Scorer(captioner.grid, hard, MAX_COVER if max_cover is None else max_cover)
+    scorer = Scorer(captioner.grid, is_hard(decoder), MAX_COVER if max_cover is None else max_cover)
     captions, caches = 0, collections.defaultdict(dict)  # caches: image -> chain -> coverage
     for first in range(0, len(annotations), IMAGES_PER_CHUNK):
         chunk = np.asarray(features[first : first + IMAGES_PER_CHUNK], dtype=np.float32)  # (n, L, D)
@@ -119,26 +126,47 @@ def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH
             images = np.array([image - first for image, _, _ in batch])
             maps = teacher_forced_maps(decoder, prepared, inputs, images).astype(np.float64)  # (B, T, L)
             for row, (image, sentence, ids) in enumerate(batch):
-                scorer.caption(maps[row], sentence, annotations[image], len(ids) - 2, norms[image - first], caches[image])
-    return scorer.tally, {"captions": captions, **{k: scorer.skipped[k] for k in ("no_box", "too_large", "past_max_length")}}
+                kept = len(ids) - 2
+                scorer.caption(maps[row], sentence, annotations[image], kept, norms[image - first], caches[image])
+    return scorer.tally, {"captions": captions, **{reason: scorer.skipped[reason] for reason in SKIPPED}}
 
 
 def describe_maps(captioner) -> dict[str, str]:
-    decoder, hard = captioner.decoder, getattr(captioner.decoder, "hard_attention", False)
-    kind = (f"ensemble of {len(decoder.members)} decoders: their mean map" if captioner.is_ensemble
-            else "hard attention, argmax inference" if hard and decoder.hard_inference == "argmax"
-            else f"{'hard attention, expected context' if hard else 'soft attention'}: alpha")
+    """What each column of the report scores, in words (the JSON's "maps")."""
+    decoder = captioner.decoder
+    if captioner.is_ensemble:
+        kind = f"ensemble of {len(decoder.members)} decoders: their mean alpha, as its overlays show"
+    elif is_hard(decoder):
+        kind = "hard attention, argmax inference: soft alpha (words, head) and the cell it uses and draws (drawn)"
+    else:
+        kind = f"{'hard attention with expected context' if decoder.hard_attention else 'soft attention'}: alpha"
     rows, cols = captioner.grid
     row, col = divmod(centre_cell(captioner.grid), cols)
     return {
         "model_maps": kind,
-        "words": "mean of the maps of the steps that predict the phrase's words (soft alpha)",
-        "head": "the map of the step that predicts the phrase's last word (soft alpha)",
-        "drawn": "hard attention only: the one-hot map of the argmax cell, the cell the model uses and draws",
-        "f-norm": "word-agnostic: L2 norm of the encoder's features per cell",
-        "centre": f"always cell (row {row}, column {col}) of the {rows}x{cols} grid (0-based; on an even side the "
+        "words": "mean of the maps of the steps that predict the phrase's words",
+        "head": "the map of the step that predicts the phrase's last word (the head noun)",
+        "drawn": "hard attention only: one-hot maps of the argmax cell (drawn w: over the words, drawn h: head)",
+        "f-norm": "word-agnostic: the L2 norm of the encoder's features per cell",
+        "centre": f"always cell (row {row}, column {col}) of the {rows}x{cols} grid, 0-based (on an even side, the "
                   "one just below / right of the middle)",
+        "chance": "a uniform map: the boxes' share of the image",
     }
+
+
+def load(args):
+    """(captioner, split, indices of its annotated images, their Annotations); ValueError (ReaderError) if bad."""
+    from captioner.config import Config
+    from captioner.data.datasets import load_splits
+    from captioner.data.entities import check_layout
+    from captioner.model.saving import load_captioner
+
+    captioner = load_captioner(args.model)
+    config = Config(dataset=args.dataset, data_dir=args.data_dir, backbone=captioner.encoder.backbone_name)
+    split = load_splits(config)[args.split]
+    if args.limit:
+        split.captions, split.paths = split.captions[: args.limit], split.paths[: args.limit]
+    return (captioner, split, *annotated_images(split, check_layout(args.entities)))
 
 
 def main(argv=None) -> int:
@@ -155,29 +183,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import_tensorflow_quietly()
-    from captioner.config import Config
-    from captioner.data.datasets import load_splits
-    from captioner.data.entities import MAX_COVER, check_layout
+    from captioner.data.entities import MAX_COVER
     from captioner.data.features import DEFAULT_CACHE, FeatureStore
-    from captioner.model.saving import default_model_path, load_captioner
+    from captioner.model.saving import default_model_path
     from captioner.utils.atomic import atomic_write_text
 
     started = time.perf_counter()
     args.model = args.model or str(default_model_path())
-    try:  # ReaderError is a ValueError
-        captioner = load_captioner(args.model)
-        split = load_splits(Config(dataset=args.dataset, data_dir=args.data_dir,
-                                   backbone=captioner.encoder.backbone_name))[args.split]
-        if args.limit:
-            split.captions, split.paths = split.captions[: args.limit], split.paths[: args.limit]
-        indices, annotations = annotated_images(split, check_layout(args.entities))
-    except ValueError as error:
+    try:
+        captioner, split, indices, annotations = load(args)
+    except ValueError as error:  # a bad model, dataset or annotation file: one line
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not annotations:
         print(f"error: {args.entities}: none of the {len(split)} images of the {args.split} split has annotation "
               "files (Sentences/<id>.txt and Annotations/<id>.xml)", file=sys.stderr)
         return 1
+    loaded = time.perf_counter()
     store = FeatureStore(args.feature_cache or DEFAULT_CACHE, captioner.encoder)
     paths = [split.paths[i] for i in indices]
     failed = store.extract_missing(paths, f"annotated {args.split} images")
@@ -186,22 +208,24 @@ def main(argv=None) -> int:
     encoded = time.perf_counter()
     tally, counts = score_split(captioner, store.view(paths), annotations)
     summary = tally.summary()
-    images = {"images": len(split), "images_annotated": len(indices), "images_without_annotations": len(split) - len(indices),
-              "images_unreadable": len(failed)}
     report = {
         "model": str(args.model), "dataset": args.dataset, "split": args.split, "entities": str(args.entities),
-        **images, "sentences": counts["captions"], "phrases_scored": summary.get("overall", {}).get("phrases", 0),
-        "phrases_skipped": {k: counts[k] for k in ("no_box", "too_large", "past_max_length")},
-        "max_cover": MAX_COVER, "grid": list(captioner.grid), "maps": describe_maps(captioner),
-        "types": summary, "seconds": {"features": encoded - started, "scoring": time.perf_counter() - encoded},
+        "images": len(split), "images_scored": len(paths), "images_without_annotations": len(split) - len(indices),
+        "images_unreadable": len(failed), "sentences": counts["captions"],
+        "phrases_scored": summary.get(OVERALL, {}).get("phrases", 0),
+        "phrases_skipped": {reason: counts[reason] for reason in SKIPPED}, "max_cover": MAX_COVER,
+        "grid": list(captioner.grid), "maps": describe_maps(captioner), "types": summary,
+        "seconds": {"loading": loaded - started, "features": encoded - loaded,
+                    "scoring": time.perf_counter() - encoded},
     }
-    title = (f"grounding of {args.model} on {args.dataset} {args.split}: {len(paths)} annotated images "
-             f"({images['images_without_annotations']} without annotations skipped), {counts['captions']} sentences, "
-             f"{report['phrases_scored']} phrases ({counts['no_box']} without boxes, {counts['too_large']} with boxes "
-             f"over >= {MAX_COVER:.0%} of the image, {counts['past_max_length']} past max_length skipped); "
-             f"{report['maps']['model_maps']}")
-    print(format_table(summary, title))
-    print(f"centre: {report['maps']['centre']}; f-norm: {report['maps']['f-norm']}")
+    skipped = report["phrases_skipped"]
+    print(format_table(summary, (
+        f"grounding of {args.model} on {args.dataset} {args.split}: {len(paths)} annotated images scored "
+        f"({report['images_without_annotations']} without annotations skipped), {counts['captions']} sentences\n"
+        f"{report['phrases_scored']} phrases scored; skipped: {skipped['no_box']} without boxes, "
+        f"{skipped['too_large']} with boxes over >= {MAX_COVER:.0%} of the image, {skipped['past_max_length']} past "
+        f"max_length\nmaps: {report['maps']['model_maps']}")))
+    print(f"centre: {report['maps']['centre']}\nf-norm: {report['maps']['f-norm']}")
     if args.out:
         atomic_write_text(Path(args.out) / "grounding.json", json.dumps(report, indent=2))
         print(f"wrote {Path(args.out) / 'grounding.json'}")

@@ -126,16 +126,20 @@ class Tally:
         """{group: {"phrases": n, score: mean}}: the report's types in order, any others, then overall."""
         others = sorted(set(self.counts) - set(REPORT_TYPES) - {OVERALL})
         groups = [g for g in REPORT_TYPES if g in self.counts] + others + ([OVERALL] if self.counts else [])
-        return {g: {"phrases": self.counts[g], **{k: v / self.counts[g] for k, v in self.sums[g].items()}} for g in groups}
+        return {group: {"phrases": self.counts[group], **{key: total / self.counts[group]
+                                                          for key, total in self.sums[group].items()}}
+                for group in groups}
 
 
 def format_table(summary: dict[str, dict], title: str) -> str:
     """The summary as a text table: attention mass in the boxes, then pointing; one row per type."""
     present = next(iter(summary.values()), {})
-    blocks = [[(label, key) for b, label, key in COLUMNS if b == block and key in present] for block in ("mass", "pointing")]
+    blocks = [[(label, key) for b, label, key in COLUMNS if b == block and key in present]
+              for block in ("mass", "pointing")]
+    header = "  ".join("".join(f"{label:>8}" for label, _ in block) for block in blocks)
     lines = [title,
              f"{'':<21}{'attention mass in the boxes':<{8 * len(blocks[0])}}  pointing (top cell's centre in a box)",
-             f"{'type':<12}{'phrases':>9}" + "  ".join("".join(f"{label:>8}" for label, _ in block) for block in blocks)]
+             f"{'type':<12}{'phrases':>9}{header}"]
     for group, scores in summary.items():
         row = "  ".join("".join(f"{scores[key]:>8.3f}" for _, key in block) for block in blocks)
         lines.append(f"{group:<12}{scores['phrases']:>9}{row}")
