@@ -53,8 +53,7 @@ def run_one(args) -> list[dict]:
     from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from captioner.visualize.captioning import caption_files
-
+    from captioner.cli.caption import caption_files
     from captioner.model.saving import default_model_path, load_captioner
 
     model_path = args.model or str(default_model_path())

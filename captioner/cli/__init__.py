@@ -12,7 +12,9 @@ at the repository root are `captioner caption` and `captioner train`.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import sys
 
 # subcommand -> (module with a main(argv) -> int, one line of help); modules load only when chosen
@@ -32,6 +34,28 @@ def usage() -> str:
     return "usage: captioner COMMAND [options]   (captioner COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
 
 
+def quiet_on_broken_pipe(main):
+    """`main` ending with status 1 and no traceback when its reader stops reading (`captioner --help | head -1`).
+
+    What Python's documentation advises (signal module, "Note on SIGPIPE"): stdout is pointed at
+    /dev/null, so the flush at exit does not fail a second time.
+    """
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            try:
+                return main(*args, **kwargs)
+            finally:
+                sys.stdout.flush()  # a write still buffered fails here, not at exit
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+
+    return wrapped
+
+
+@quiet_on_broken_pipe
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from captioner.cli import quiet_on_broken_pipe
 from captioner.data.images import ImageError, load_images
 from captioner.utils.quiet import import_tensorflow_quietly
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # TensorFlow loads after the flags are read (and quietly); ma
     from captioner.visualize.report import ReportEntry
 
 ATTENTION_DECIMALS = 4
+DEFAULT_COLORMAP = "inferno"
 
 
 @dataclasses.dataclass
@@ -118,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overlay-dir", default=None, help="write one attention overlay PNG per image here")
     parser.add_argument("--overlay-style", default="spotlight", choices=["spotlight", "heatmap"],
                         help="spotlight dims what the model did not look at; heatmap draws a colour map")
-    parser.add_argument("--colormap", default="inferno", help="matplotlib colour map of the heatmap style")
+    parser.add_argument("--colormap", default=DEFAULT_COLORMAP, help="matplotlib colour map of the heatmap style")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heatmap over the image")
     parser.add_argument("--panel-size", type=float, default=2.2, help="inches per panel (100 pixels per inch)")
     parser.add_argument("--per-word", action="store_true", help="one overlay file per word instead of one per image")
@@ -138,19 +140,38 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--alpha must be in [0, 1]")
     if args.panel_size <= 0:
         parser.error("--panel-size must be positive")
-    import matplotlib
+    if args.colormap != DEFAULT_COLORMAP:  # checking needs matplotlib, which a plain run never imports
+        import matplotlib
 
-    if args.colormap not in matplotlib.colormaps:
-        parser.error(f"--colormap: unknown colour map {args.colormap!r} (e.g. inferno, viridis, jet, gray)")
+        if args.colormap not in matplotlib.colormaps:
+            parser.error(f"--colormap: unknown colour map {args.colormap!r} (e.g. inferno, viridis, jet, gray)")
     return args
 
 
+def import_tensorflow_without_matplotlib() -> None:
+    """TensorFlow and Keras, quietly; matplotlib stays unloaded unless something imported it already.
+
+    Keras imports matplotlib.pyplot at start-up when it is installed, for plotting helpers captioning
+    never uses: 0.3 to 1 s of a command meant to take three (bench/RESULTS.md, "Cold start"). While
+    Keras loads, matplotlib looks absent; afterwards it imports normally (our overlays import it
+    themselves), only Keras's own plotting helpers stay without it in this process.
+    """
+    hide = "matplotlib" not in sys.modules
+    if hide:
+        sys.modules["matplotlib"] = None  # `import matplotlib` raises ImportError, which Keras expects
+    try:
+        import_tensorflow_quietly()
+    finally:
+        if hide and sys.modules.get("matplotlib", "") is None:
+            del sys.modules["matplotlib"]
+
+
+@quiet_on_broken_pipe
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import_tensorflow_quietly()
+    import_tensorflow_without_matplotlib()
     from captioner.data.images import expand_inputs
     from captioner.model.saving import default_model_path, load_captioner
-    from captioner.visualize.report import write_report
 
     model_path = args.model or default_model_path()
     try:
@@ -183,6 +204,8 @@ def main(argv=None) -> int:
                 failures += 1
         result.display = None  # the report keeps its own copy; free the rest as we go
     if args.html:
+        from captioner.visualize.report import write_report
+
         decoding = "greedy search" if args.beam == 1 else f"beam search, {args.beam} beams"
         try:
             write_report(report, args.html, notes=f"Model: {model_path}; {decoding}.")

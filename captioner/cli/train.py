@@ -3,8 +3,8 @@
     captioner train                                  # synthetic scenes, MobileNetV2 features
     captioner train --epochs 20 --attention dot --run-dir runs/dot
     captioner train --resume --run-dir runs/dot      # continue an interrupted run
-    captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --lr 1e-4 --epochs 3 \
-        --attention-supervision flickr30k_entities      # fine-tune attention toward the phrases' boxes
+    captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --lr 1e-4 --epochs 3 \\
+        --attention-supervision flickr30k_entities   # fine-tune: attention pulled toward the phrases' boxes
 
 Options left out take the dataset's defaults (captioner/config.py: Config and DATASET_DEFAULTS).
 """

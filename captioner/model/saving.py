@@ -6,6 +6,7 @@ halves it without changing the captions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -69,6 +70,41 @@ def _store_weights_as_float16(keras_file) -> None:
             archive.writestr(info, data)
 
 
+@contextlib.contextmanager
+def _initializers_skipped():
+    """Variables made inside start as zeros instead of drawing their random initial values.
+
+    Loading builds the whole model (MobileNetV2 and every decoder) before it reads the weights, and
+    the initial values it draws are all overwritten: Keras refuses a file that lacks any of them.
+    Drawing them, three orthogonal LSTM matrices (a QR decomposition each) among them, was a third of
+    the shipped model's load time (bench/RESULTS.md, "Cold start"). Only Keras initializers are
+    replaced: other initial values (a dropout layer's random seed, which the file does not hold) are
+    made as usual. Keras has no public switch for this, so the variable class's hook is wrapped for
+    the duration (and left alone if a Keras version lacks it); loading is not meant to run beside
+    other threads that build models.
+    """
+    variable_class, hook = keras.Variable, "_initialize_with_initializer"
+    original = getattr(variable_class, hook, None)
+    if original is None:
+        yield
+        return
+    own = hook in vars(variable_class)  # else inherited from the backend's class: remove ours afterwards
+
+    def initialize(variable, initializer):
+        if isinstance(initializer, keras.initializers.Initializer):
+            initializer = keras.initializers.Zeros()
+        original(variable, initializer)
+
+    setattr(variable_class, hook, initialize)
+    try:
+        yield
+    finally:
+        if own:
+            setattr(variable_class, hook, original)
+        else:
+            delattr(variable_class, hook)
+
+
 def load_captioner(path) -> Captioner:
     """Load a model written by `Captioner.save`; raises ValueError with the path on failure."""
     import zipfile
@@ -78,7 +114,8 @@ def load_captioner(path) -> Captioner:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a .keras model file (not a zip archive, or cut short)")
     try:
-        model = keras.models.load_model(path, compile=False)
+        with _initializers_skipped():
+            model = keras.models.load_model(path, compile=False)
     except Exception as error:
         raise ValueError(f"{path}: not a captioner model ({str(error).splitlines()[0] if str(error) else error})")
     if not isinstance(model, Captioner):

@@ -10,9 +10,11 @@ In the order they run, on the epoch's row of metrics:
 The last three watch `val_<best_metric>` the same way (mode max, any gain counts).
 
 Checkpoints stays hand-written: Keras's ModelCheckpoint writes the model alone, in place, while a
-resumable run needs weights, optimizer state and the loop's state (epoch, best score, waits, the
-learning-rate scale, the history) in one file written atomically (`captioner.training.checkpoint`),
-so that `--resume` continues exactly, mid-run, where the last epoch ended. On resume the Keras
+resumable run needs weights, optimizer state and the loop's state (epoch, best score and epoch, the
+learning-rate scale, the early stop, the history) in one file written atomically (`captioner.training.checkpoint`),
+so that `--resume` continues exactly, mid-run, where the last epoch ended (tests: an interrupted
+run resumes to the same weights). Keras's BackupAndRestore resumes only inside `fit` (it sets
+fit's initial epoch) and keeps neither the loop's state nor the callbacks'. On resume the Keras
 callbacks' own counters (best, wait) are set back from that state (`EpochCallbacks.restore`).
 """
 

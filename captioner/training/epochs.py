@@ -2,33 +2,19 @@
 
 Each runs the `Trainer`'s compiled steps batch by batch, shows a `keras.utils.Progbar` and
 returns the epoch's row of the metrics log. On a terminal the bar updates in place; in a
-file or a pipe (a log of a run) it writes one line per epoch.
+file or a pipe (a log of a run) it writes one line per epoch (`captioner.utils.progress`).
 """
 
 from __future__ import annotations
 
-import sys
-
-import keras
 import numpy as np
 
 from captioner.data import pipeline
 from captioner.evaluation.cider import CiderD
 from captioner.training.trainer import Trainer, TrainingDiverged
+from captioner.utils.progress import progress_bar
 
 EXPECTED_CONTEXT_SHARE = 0.5  # hard attention: share of batches trained with the expected context
-PROGRESS_IN_PLACE = 1  # Progbar verbosity: a bar redrawn with carriage returns
-PROGRESS_ONE_LINE = 2  # Progbar verbosity: one line when the epoch ends
-
-
-def progress_bar(steps: int, metrics: list[str]) -> keras.utils.Progbar:
-    """A bar over `steps` batches showing `metrics` as given (running means); one line per epoch unless on a terminal.
-
-    Progbar itself redraws in place whenever Python runs on a POSIX system, terminal or not, so a
-    log file would hold every update, with its colour codes.
-    """
-    verbose = PROGRESS_IN_PLACE if sys.stdout.isatty() else PROGRESS_ONE_LINE
-    return keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=metrics)
 
 
 def check_finite(loss, epoch: int, step: int) -> None:
@@ -65,12 +51,11 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
         if sampled[step]:
             loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy = trainer.hard_train_step(*batch)
             hard.append([float(reward), float(baseline), float(entropy)])
-            supervision = 0.0
-        else:
+            supervision = []  # hard attention is never supervised (`prepare.check_supervision`)
+        else:  # with target maps, the step also returns the supervision loss
             loss, cross_entropy, penalty, gradient_norm, *supervision = trainer.train_step(*batch)
-            supervision = float(supervision[0]) if supervised else 0.0
         check_finite(loss, epoch, step)
-        totals += [float(loss), float(cross_entropy), float(penalty), supervision]
+        totals += [float(loss), float(cross_entropy), float(penalty), float(supervision[0]) if supervision else 0.0]
         gradient_norms.append(float(gradient_norm))
         captions += len(batches[step])
         mean = totals / (step + 1)

@@ -1,0 +1,233 @@
+"""Cold start: `python predict.py PHOTO` as a new user runs it, and where its time goes.
+
+    python bench/cold_start.py                             # the shipped model, beam 3, 5 runs per setting
+    python bench/cold_start.py --root /tmp/old_checkout    # the same commands in another checkout (before/after)
+    python bench/cold_start.py --sections split --repeats 3
+
+Sections, each run in processes of their own:
+  cold      the command end to end, a new process per run: median, min and max wall seconds over --repeats
+            runs (and the process's CPU seconds), for 1 photo and 10 photos with predict.py, then 1 photo with
+            `python -m captioner caption`, with --html and with --overlay-dir (--variant-repeats runs each)
+  split     one process doing what the command does, timed in parts: import (the command's modules and
+            TensorFlow), load the model, the first caption (one photo), later captions (median of one photo each);
+            --variant-repeats such processes, each part's median reported
+The machine's float32 matmul rate (2048x2048, from bench/flop_ceiling.py) is measured before and after, and the
+load average is printed beside each setting: this 2-core VM is shared and its speed drifts. Photos: the first
+Flickr8k test photos from ../shared when present, otherwise data/examples (repeated up to ten). Every run must
+print the same captions; a run that differs is reported. Rows are appended to bench/results/cold_start.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import common
+
+SECTIONS = ["cold", "split"]
+MANY_PHOTOS = 10
+MATMUL_SHAPE = (2048, 2048, 2048)  # the square product bench/flop_ceiling.py reports as the machine's best rate
+MATMUL_SECONDS = 2.0
+LATER_CAPTIONS = 5  # single-photo calls timed after the first, in the split section
+SPLIT_PARTS = ["import", "load", "first_caption"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=str(common.ROOT), help="checkout whose predict.py and captioner are run")
+    parser.add_argument("--model", help="a .keras model (default: the checkout's shipped one)")
+    parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="runs of predict.py with 1 and with 10 photos")
+    parser.add_argument("--variant-repeats", type=int, default=3,
+                        help="runs of the other settings (python -m captioner, --html, --overlay-dir) and of the split")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if set(args.sections.split(",")) - set(SECTIONS + ["matmul"]):
+        parser.error(f"sections are {', '.join(SECTIONS)}")
+    return args
+
+
+def photos(count: int) -> list[str]:
+    """The first `count` Flickr8k test photos, or the repository's example photos, cycled."""
+    listing = common.FLICKR8K / "Flickr_8k.testImages.txt"
+    if listing.exists():
+        names = listing.read_text().split()[:count]
+        return [str(common.FLICKR8K / "Flicker8k_Dataset" / name) for name in names]
+    examples = sorted(str(p) for p in (common.ROOT / "data" / "examples").glob("*.jpg"))
+    return [examples[index % len(examples)] for index in range(count)]
+
+
+def child_environment() -> dict:
+    """The user's environment, offline and without a GPU, with no model chosen by $CAPTIONER_MODEL."""
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    environment.pop("CAPTIONER_MODEL", None)
+    return environment
+
+
+def timed_run(command: list[str], root: str) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system) and stdout of one command run in `root`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.run(command, cwd=root, env=child_environment(), capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command[:3])} ... failed ({process.returncode}):\n{process.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, process.stdout
+
+
+def cold_settings(args, scratch: str) -> list[tuple[str, list[str], int, int]]:
+    """(name, command, runs, photos) for each cold setting."""
+    python, one, many = sys.executable, photos(1), photos(MANY_PHOTOS)
+    options = ["--beam", str(args.beam)] + (["--model", args.model] if args.model else [])
+    return [
+        ("predict.py, 1 photo", [python, "predict.py", *one, *options], args.repeats, 1),
+        (f"predict.py, {MANY_PHOTOS} photos", [python, "predict.py", *many, *options], args.repeats, MANY_PHOTOS),
+        ("-m captioner caption, 1 photo", [python, "-m", "captioner", "caption", *one, *options],
+         args.variant_repeats, 1),
+        ("--html, 1 photo", [python, "predict.py", *one, *options, "--html", f"{scratch}/report.html"],
+         args.variant_repeats, 1),
+        ("--overlay-dir, 1 photo",
+         [python, "predict.py", *one, *options, "--overlay-dir", f"{scratch}/overlays"], args.variant_repeats, 1),
+    ]
+
+
+def run_cold(args) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, command, runs, count in cold_settings(args, scratch):
+            print(f"cold: {name} x {runs} ...", flush=True)
+            load_before = os.getloadavg()[0]
+            walls, cpus, outputs = [], [], []
+            for _ in range(runs):
+                wall, cpu, output = timed_run(command, args.root)
+                walls.append(wall)
+                cpus.append(cpu)
+                outputs.append(output)
+            captions = outputs[0].splitlines()
+            differing = sum(output != outputs[0] for output in outputs)
+            rows.append({"section": "cold", "setting": name, "photos": count, "seconds": statistics.median(walls),
+                         "min_seconds": min(walls), "max_seconds": max(walls), "cpu_seconds": statistics.median(cpus),
+                         "runs": runs, "load_average": [load_before, os.getloadavg()[0]],
+                         "first_caption": captions[0].split(": ", 1)[-1] if captions else None,
+                         "runs_with_other_captions": differing})
+    return rows
+
+
+def run_split(args) -> list[dict]:
+    """In this process: what the command does, part by part (`--one split`, run in a child)."""
+    sys.path.insert(0, args.root)
+    load_before = os.getloadavg()[0]
+    marks = [(time.perf_counter(), time.process_time())]  # (wall, CPU) after each part
+
+    def mark():
+        marks.append((time.perf_counter(), time.process_time()))
+
+    from captioner.cli import caption as command
+    from captioner.utils.quiet import import_tensorflow_quietly
+
+    # The command's own TensorFlow import (a checkout from before it kept matplotlib out has only the plain one).
+    getattr(command, "import_tensorflow_without_matplotlib", import_tensorflow_quietly)()
+    from captioner.model.saving import default_model_path, load_captioner
+
+    mark()
+    captioner = load_captioner(args.model or default_model_path())
+    mark()
+    paths = photos(1 + LATER_CAPTIONS)
+    first = next(command.caption_files(captioner, paths[:1], beam_size=args.beam)).caption.text
+    mark()
+    later = []
+    for path in paths[1:]:
+        call_started = time.perf_counter()
+        list(command.caption_files(captioner, [path], beam_size=args.beam))
+        later.append(time.perf_counter() - call_started)
+    row = {"section": "split", "setting": f"1 photo, beam {args.beam}", "later_caption_seconds": statistics.median(later),
+           "first_caption": first, "load_average": [load_before, os.getloadavg()[0]],
+           "peak_memory_mib": common.peak_memory_mib()}
+    for part, (start, end) in zip(SPLIT_PARTS, itertools.pairwise(marks)):
+        row[f"{part}_seconds"], row[f"{part}_cpu_seconds"] = end[0] - start[0], end[1] - start[1]
+    row["seconds"] = marks[-1][0] - marks[0][0]
+    return [row]
+
+
+def split_medians(args) -> list[dict]:
+    """The split section run in --variant-repeats processes: each number the median of theirs."""
+    runs = [row for _ in range(args.variant_repeats) for row in child(args, "split")]
+    if not runs:
+        return []
+    row = dict(runs[0], runs=len(runs), load_average=[runs[0]["load_average"][0], runs[-1]["load_average"][1]])
+    for key in runs[0]:
+        if key.endswith("seconds"):
+            row[key] = statistics.median(run[key] for run in runs)
+    return [row]
+
+
+def run_matmul(args) -> list[dict]:
+    from flop_ceiling import matmul_rate
+
+    from captioner.utils.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    return [{"section": "matmul", "gflops": matmul_rate(*MATMUL_SHAPE, MATMUL_SECONDS), **common.machine()}]
+
+
+def child(args, section: str) -> list[dict]:
+    command = [sys.executable, __file__, "--one", section, "--root", args.root, "--beam", str(args.beam)]
+    return common.run_child(command + (["--model", args.model] if args.model else []), section) or []
+
+
+def report(rows: list[dict], matmul: list[dict], root: str) -> None:
+    rates = " and ".join(f"{row['gflops']:.0f}" for row in matmul)
+    facts = matmul[0] if matmul else {}
+    print(f"\n{root}: {facts.get('cpu', '?')}, {facts.get('cores', '?')} cores, TensorFlow "
+          f"{facts.get('tensorflow', '?')}; float32 matmul {rates} GFLOP/s (before and after)")
+    for row in rows:
+        row["load"] = "{:.1f} -> {:.1f}".format(*row["load_average"])
+        row["matmul_gflops"] = [m["gflops"] for m in matmul]
+        row["root"] = root
+    cold = [r for r in rows if r["section"] == "cold"]
+    if cold:
+        common.print_table(cold,
+                           [("setting", "cold command", "s"), ("seconds", "median s", ".2f"),
+                            ("min_seconds", "min s", ".2f"), ("max_seconds", "max s", ".2f"),
+                            ("cpu_seconds", "CPU s", ".2f"), ("runs", "runs", "d"), ("load", "load avg", "s")])
+    for row in (r for r in rows if r["section"] == "split"):
+        parts = ", ".join(f"{part.replace('_', ' ')} {row[part + '_seconds']:.2f} s (CPU {row[part + '_cpu_seconds']:.2f})"
+                          for part in SPLIT_PARTS)
+        print(f"\none process ({row['runs']} runs, medians), {row['setting']}: {parts}, later captions "
+              f"{row['later_caption_seconds']:.3f} s; load average {row['load']}")
+    for row in rows:
+        if row.get("runs_with_other_captions"):
+            print(f"warning: {row['setting']}: {row['runs_with_other_captions']} run(s) printed other captions")
+    captions = {row["first_caption"] for row in rows if row.get("first_caption") and row.get("photos", 1) == 1}
+    print(f"caption of the first photo: {' | '.join(sorted(captions))}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.one:
+        runners = {"split": run_split, "matmul": run_matmul}
+        common.print_result(runners[args.one](args))
+        return 0
+    matmul = child(args, "matmul")
+    rows = []
+    for section in args.sections.split(","):
+        rows.extend(run_cold(args) if section == "cold" else split_medians(args))
+    matmul += child(args, "matmul")
+    if rows:
+        report(rows, matmul, args.root)
+        print(f"results appended to {common.append_results('cold_start', rows)}")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
