@@ -236,7 +236,7 @@ def attention_targets(split, entities_dir, vocabulary, max_length: int, grid: tu
                       max_cover: float = MAX_COVER) -> tuple[np.ndarray, dict]:
     """Per-caption target maps: float16 (P, max_length + 1, rows * cols) and a summary of counts.
 
-    P and the caption order are `caption_pairs`' (captioner/training/trainer.py): image-major, every caption
+    P and the caption order are `caption_pairs`' (captioner/training/prepare.py): image-major, every caption
     of `split.captions[i]` in order. Row t is the map for word t (0-based) as `vocabulary.encode_batch(...,
     max_length)` encodes the caption: the decoder's step t (input ids[:, :-1], target ids[:, 1:]) predicts it.
     A word inside a phrase whose chain has boxes gets the boxes' coverage of each cell, normalised to sum 1;

@@ -20,13 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from captioner.data.images import ImageError, load_image
 from captioner.utils.atomic import atomic_path, atomic_write_text
 from captioner.utils.graph import compile_function
+from captioner.utils.progress import progress_bar
 
 SHARD_SIZE = 4096  # images per shard: an interrupted extraction loses at most this many
 BATCH = 32
@@ -42,7 +42,7 @@ def compile_encoder(encoder):
 def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:
     """Features of images held in memory (synthetic scenes), as float16: (N, L, D)."""
     encode = compile_encoder(encoder)
-    progress = keras.utils.Progbar(len(images), unit_name="image")
+    progress = progress_bar(len(images), unit_name="image")
     print(f"Encoding {description}: {len(images)} images")
     chunks = []
     for start in range(0, len(images), BATCH):
@@ -160,7 +160,7 @@ class FeatureStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         size = self.encoder.image_size
         encode = compile_encoder(self.encoder)
-        progress = keras.utils.Progbar(len(missing), unit_name="image")
+        progress = progress_bar(len(missing), unit_name="image")
         started = time.perf_counter()
 
         def load(path):

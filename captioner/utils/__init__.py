@@ -1,1 +1,1 @@
-"""Helpers every layer may use: atomic file writes, graph compilation, a quiet TensorFlow import."""
+"""Helpers every layer may use: atomic file writes, graph compilation, progress bars, a quiet TensorFlow import."""
