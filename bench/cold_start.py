@@ -1,8 +1,8 @@
 """Cold start: `python predict.py PHOTO` as a new user runs it, and where its time goes.
 
-    python bench/cold_start.py                             # the shipped model, beam 3, 5 runs per setting
-    python bench/cold_start.py --root /tmp/old_checkout    # the same commands in another checkout (before/after)
-    python bench/cold_start.py --sections split --repeats 3
+    python bench/cold_start.py                                # the shipped model, beam 3, 5 runs per setting
+    python bench/cold_start.py --baseline /tmp/old_checkout   # before/after: each run also in the other checkout
+    python bench/cold_start.py --sections split --variant-repeats 5
 
 Sections, each run in processes of their own:
   cold      the command end to end, a new process per run: median, min and max wall seconds over --repeats
@@ -11,7 +11,8 @@ Sections, each run in processes of their own:
   split     one process doing what the command does, timed in parts: import (the command's modules and
             TensorFlow), load the model, the first caption (one photo), later captions (median of one photo each);
             --variant-repeats such processes, each part's median reported
-The machine's float32 matmul rate (2048x2048, from bench/flop_ceiling.py) is measured before and after, and the
+With --baseline, every run of this checkout follows one of the same command in the other checkout, so that
+both see the same machine (a shared one drifts by tens of per cent within minutes). The machine's float32 matmul rate (2048x2048, from bench/flop_ceiling.py) is measured before and after, and the
 load average is printed beside each setting: this 2-core VM is shared and its speed drifts. Photos: the first
 Flickr8k test photos from ../shared when present, otherwise data/examples (repeated up to ten). Every run must
 print the same captions; a run that differs is reported. Rows are appended to bench/results/cold_start.jsonl.
@@ -42,6 +43,7 @@ SPLIT_PARTS = ["import", "load", "first_caption"]
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(common.ROOT), help="checkout whose predict.py and captioner are run")
+    parser.add_argument("--baseline", help="another checkout, run alternately with --root (e.g. the code before a change)")
     parser.add_argument("--model", help="a .keras model (default: the checkout's shipped one)")
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="runs of predict.py with 1 and with 10 photos")
@@ -101,25 +103,30 @@ def cold_settings(args, scratch: str) -> list[tuple[str, list[str], int, int]]:
     ]
 
 
+def checkouts(args) -> list[tuple[str, str]]:
+    """(label, root) of each checkout measured, the baseline first."""
+    return ([("baseline", args.baseline)] if args.baseline else []) + [("this", args.root)]
+
+
 def run_cold(args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, command, runs, count in cold_settings(args, scratch):
             print(f"cold: {name} x {runs} ...", flush=True)
             load_before = os.getloadavg()[0]
-            walls, cpus, outputs = [], [], []
+            measured = {label: [] for label, _ in checkouts(args)}  # label -> [(wall, CPU, stdout)]
             for _ in range(runs):
-                wall, cpu, output = timed_run(command, args.root)
-                walls.append(wall)
-                cpus.append(cpu)
-                outputs.append(output)
-            captions = outputs[0].splitlines()
-            differing = sum(output != outputs[0] for output in outputs)
-            rows.append({"section": "cold", "setting": name, "photos": count, "seconds": statistics.median(walls),
-                         "min_seconds": min(walls), "max_seconds": max(walls), "cpu_seconds": statistics.median(cpus),
-                         "runs": runs, "load_average": [load_before, os.getloadavg()[0]],
-                         "first_caption": captions[0].split(": ", 1)[-1] if captions else None,
-                         "runs_with_other_captions": differing})
+                for label, root in checkouts(args):
+                    measured[label].append(timed_run(command, root))
+            for label, root in checkouts(args):
+                walls, cpus, outputs = zip(*measured[label])
+                captions = outputs[0].splitlines()
+                rows.append({"section": "cold", "checkout": label, "root": root, "setting": name, "photos": count,
+                             "seconds": statistics.median(walls), "min_seconds": min(walls), "max_seconds": max(walls),
+                             "cpu_seconds": statistics.median(cpus), "runs": runs,
+                             "load_average": [load_before, os.getloadavg()[0]],
+                             "first_caption": captions[0].split(": ", 1)[-1] if captions else None,
+                             "runs_with_other_captions": sum(output != outputs[0] for output in outputs)})
     return rows
 
 
@@ -160,15 +167,23 @@ def run_split(args) -> list[dict]:
 
 
 def split_medians(args) -> list[dict]:
-    """The split section run in --variant-repeats processes: each number the median of theirs."""
-    runs = [row for _ in range(args.variant_repeats) for row in child(args, "split")]
-    if not runs:
-        return []
-    row = dict(runs[0], runs=len(runs), load_average=[runs[0]["load_average"][0], runs[-1]["load_average"][1]])
-    for key in runs[0]:
-        if key.endswith("seconds"):
-            row[key] = statistics.median(run[key] for run in runs)
-    return [row]
+    """The split section in --variant-repeats processes per checkout (alternating): each number the median."""
+    runs = {label: [] for label, _ in checkouts(args)}
+    for _ in range(args.variant_repeats):
+        for label, root in checkouts(args):
+            runs[label].extend(child(args, "split", root))
+    rows = []
+    for label, root in checkouts(args):
+        if not runs[label]:
+            continue
+        first, last = runs[label][0], runs[label][-1]
+        row = dict(first, checkout=label, root=root, runs=len(runs[label]),
+                   load_average=[first["load_average"][0], last["load_average"][1]])
+        for key in first:
+            if key.endswith("seconds"):
+                row[key] = statistics.median(run[key] for run in runs[label])
+        rows.append(row)
+    return rows
 
 
 def run_matmul(args) -> list[dict]:
@@ -180,34 +195,36 @@ def run_matmul(args) -> list[dict]:
     return [{"section": "matmul", "gflops": matmul_rate(*MATMUL_SHAPE, MATMUL_SECONDS), **common.machine()}]
 
 
-def child(args, section: str) -> list[dict]:
-    command = [sys.executable, __file__, "--one", section, "--root", args.root, "--beam", str(args.beam)]
+def child(args, section: str, root: str | None = None) -> list[dict]:
+    command = [sys.executable, __file__, "--one", section, "--root", root or args.root, "--beam", str(args.beam)]
     return common.run_child(command + (["--model", args.model] if args.model else []), section) or []
 
 
-def report(rows: list[dict], matmul: list[dict], root: str) -> None:
+def report(rows: list[dict], matmul: list[dict], args) -> None:
     rates = " and ".join(f"{row['gflops']:.0f}" for row in matmul)
     facts = matmul[0] if matmul else {}
-    print(f"\n{root}: {facts.get('cpu', '?')}, {facts.get('cores', '?')} cores, TensorFlow "
-          f"{facts.get('tensorflow', '?')}; float32 matmul {rates} GFLOP/s (before and after)")
+    print(f"\n{facts.get('cpu', '?')}, {facts.get('cores', '?')} cores, TensorFlow {facts.get('tensorflow', '?')}; "
+          f"float32 matmul {rates} GFLOP/s (at the start and at the end)")
+    for label, root in checkouts(args):
+        print(f"  {label}: {root}")
     for row in rows:
         row["load"] = "{:.1f} -> {:.1f}".format(*row["load_average"])
         row["matmul_gflops"] = [m["gflops"] for m in matmul]
-        row["root"] = root
+        row["label"] = f"{row['checkout']}: {row['setting']}" if args.baseline else row["setting"]
     cold = [r for r in rows if r["section"] == "cold"]
     if cold:
         common.print_table(cold,
-                           [("setting", "cold command", "s"), ("seconds", "median s", ".2f"),
+                           [("label", "checkout: cold command" if args.baseline else "cold command", "s"), ("seconds", "median s", ".2f"),
                             ("min_seconds", "min s", ".2f"), ("max_seconds", "max s", ".2f"),
                             ("cpu_seconds", "CPU s", ".2f"), ("runs", "runs", "d"), ("load", "load avg", "s")])
     for row in (r for r in rows if r["section"] == "split"):
         parts = ", ".join(f"{part.replace('_', ' ')} {row[part + '_seconds']:.2f} s (CPU {row[part + '_cpu_seconds']:.2f})"
                           for part in SPLIT_PARTS)
-        print(f"\none process ({row['runs']} runs, medians), {row['setting']}: {parts}, later captions "
+        print(f"\none process ({row['runs']} runs, medians), {row['label']}: {parts}, later captions "
               f"{row['later_caption_seconds']:.3f} s; load average {row['load']}")
     for row in rows:
         if row.get("runs_with_other_captions"):
-            print(f"warning: {row['setting']}: {row['runs_with_other_captions']} run(s) printed other captions")
+            print(f"warning: {row['label']}: {row['runs_with_other_captions']} run(s) printed other captions")
     captions = {row["first_caption"] for row in rows if row.get("first_caption") and row.get("photos", 1) == 1}
     print(f"caption of the first photo: {' | '.join(sorted(captions))}")
 
@@ -224,7 +241,7 @@ def main(argv=None) -> int:
         rows.extend(run_cold(args) if section == "cold" else split_medians(args))
     matmul += child(args, "matmul")
     if rows:
-        report(rows, matmul, args.root)
+        report(rows, matmul, args)
         print(f"results appended to {common.append_results('cold_start', rows)}")
     return 0 if rows else 1
 

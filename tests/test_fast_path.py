@@ -7,7 +7,8 @@
 * Loading skips drawing random initial values that the file overwrites: every weight must still
   come from the file, a file missing one must be refused, and models built afterwards must draw
   their initial values as usual.
-* A plain captioning run never imports matplotlib; overlays still draw; a closed pipe ends quietly.
+* A plain captioning run never imports matplotlib; overlays still draw; the process ends without
+  collecting its garbage (a second at exit); a closed pipe ends quietly.
 """
 
 import io
@@ -151,7 +152,7 @@ def tiny_model_and_photo(tmp_path_factory):
     return model, photo
 
 
-def test_plain_run_never_imports_matplotlib_and_overlays_still_draw(tiny_model_and_photo, tmp_path):
+def test_plain_run_skips_matplotlib_overlays_still_draw_and_exit_skips_collecting(tiny_model_and_photo, tmp_path):
     model, photo = tiny_model_and_photo
     completed = _run_python(f"""
         import sys
@@ -160,11 +161,20 @@ def test_plain_run_never_imports_matplotlib_and_overlays_still_draw(tiny_model_a
         print("matplotlib imported:", "matplotlib" in sys.modules)
         assert main([{str(photo)!r}, "--model", {str(model)!r}, "--overlay-dir", {str(tmp_path / "overlays")!r},
                      "--overlay-style", "heatmap", "--colormap", "viridis"]) == 0
+
+        class Probe:  # garbage in a cycle: only the collection at exit would find it
+            def __del__(self):
+                print("collected at exit")
+
+        probe = Probe()
+        probe.cycle = probe
+        del probe
     """, capture_output=True)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.count(f"{photo}: ") == 2
     assert "matplotlib imported: False" in completed.stdout
     assert len(list((tmp_path / "overlays").glob("*.png"))) == 1
+    assert "collected at exit" not in completed.stdout  # the command froze the heap for a fast exit
 
 
 @pytest.mark.parametrize("arguments", [["-m", "captioner", "--help"], ["predict.py", "PHOTO", "--model", "MODEL"]])

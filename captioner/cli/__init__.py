@@ -12,7 +12,9 @@ at the repository root are `captioner caption` and `captioner train`.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import importlib
 import os
 import sys
@@ -55,8 +57,22 @@ def quiet_on_broken_pipe(main):
     return wrapped
 
 
+def exit_without_collecting_garbage() -> None:
+    """At exit, skip the garbage collection of everything still alive (TensorFlow's and Keras's objects).
+
+    That collection took about 1 s of a 8 s cold `predict.py` on our shared 2-core machine (0.1 s
+    with this; bench/RESULTS.md, "Cold start"). `gc.freeze` moves every object out of the collector's
+    reach; run from `atexit`, it happens only when the interpreter is ending anyway, after the
+    command's files are written and closed, so a process that runs several commands (the tests)
+    still collects its garbage in between.
+    """
+    atexit.unregister(gc.freeze)  # registered once, however many commands this process runs
+    atexit.register(gc.freeze)
+
+
 @quiet_on_broken_pipe
 def main(argv=None) -> int:
+    exit_without_collecting_garbage()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from captioner.cli import quiet_on_broken_pipe
+from captioner.cli import exit_without_collecting_garbage, quiet_on_broken_pipe
 from captioner.data.images import ImageError, load_images
 from captioner.utils.quiet import import_tensorflow_quietly
 
@@ -152,7 +152,7 @@ def import_tensorflow_without_matplotlib() -> None:
     """TensorFlow and Keras, quietly; matplotlib stays unloaded unless something imported it already.
 
     Keras imports matplotlib.pyplot at start-up when it is installed, for plotting helpers captioning
-    never uses: 0.3 to 1 s of a command meant to take three (bench/RESULTS.md, "Cold start"). While
+    never uses: 0.3 to 1.3 s on our shared 2-core machine (bench/RESULTS.md, "Cold start"). While
     Keras loads, matplotlib looks absent; afterwards it imports normally (our overlays import it
     themselves), only Keras's own plotting helpers stay without it in this process.
     """
@@ -168,6 +168,7 @@ def import_tensorflow_without_matplotlib() -> None:
 
 @quiet_on_broken_pipe
 def main(argv=None) -> int:
+    exit_without_collecting_garbage()
     args = parse_args(argv)
     import_tensorflow_without_matplotlib()
     from captioner.data.images import expand_inputs

@@ -76,8 +76,8 @@ def _initializers_skipped():
 
     Loading builds the whole model (MobileNetV2 and every decoder) before it reads the weights, and
     the initial values it draws are all overwritten: Keras refuses a file that lacks any of them.
-    Drawing them, three orthogonal LSTM matrices (a QR decomposition each) among them, was a third of
-    the shipped model's load time (bench/RESULTS.md, "Cold start"). Only Keras initializers are
+    Drawing them, three orthogonal LSTM matrices (a QR decomposition each) among them, took about 30 %
+    of the shipped model's load time (bench/RESULTS.md, "Cold start"). Only Keras initializers are
     replaced: other initial values (a dropout layer's random seed, which the file does not hold) are
     made as usual. Keras has no public switch for this, so the variable class's hook is wrapped for
     the duration (and left alone if a Keras version lacks it); loading is not meant to run beside
