@@ -4,8 +4,8 @@ Both return, for every image, the chosen word ids and the attention weights that
 were used to produce each word, so overlays show exactly what the model looked at.
 
 Greedy and beam search loop over the words with `tf.while_loop`: compiled, the graph holds one
-decoder step whatever the caption length, so tracing and optimising it takes a tenth of a second
-instead of seconds for 21 unrolled steps (of three decoders, for the shipped ensemble); most
+decoder step whatever the caption length, so the first call traces and optimises one step instead
+of 21 (for the shipped ensemble's beam search, 2 s instead of 16 on our 2-core machine). Most
 command-line runs caption one photo and pay that once (bench/RESULTS.md, "Cold start"). Run
 eagerly, the same loop is a plain Python loop, step by step.
 """
