@@ -24,6 +24,10 @@ class Config:
     weights: str | None = "imagenet"  # None: random initialisation (tests)
     image_size: int | None = None  # None: the backbone's own (224 for MobileNetV2; 448 gives a 14x14 grid)
     encoder_layer: str | None = None  # None: the backbone's last convolutional block
+    # Train the encoder's last N blocks with the decoder (0: frozen). What lies below them is computed once
+    # per image and cached; BatchNorm stays in inference mode.
+    fine_tune_encoder: int = 0
+    encoder_learning_rate: float = 1e-4  # the fine-tuned blocks' peak learning rate (the decoder's: learning_rate)
 
     # decoder
     attention: str = "additive"  # additive | dot | general | scaled_dot
@@ -83,7 +87,8 @@ class Config:
         return cls(dataset=dataset, **values)
 
     def encoder_kwargs(self) -> dict:
-        return dict(backbone=self.backbone, weights=self.weights, image_size=self.image_size, layer=self.encoder_layer)
+        return dict(backbone=self.backbone, weights=self.weights, image_size=self.image_size, layer=self.encoder_layer,
+                    fine_tune_blocks=self.fine_tune_encoder)
 
     def decoder_kwargs(self) -> dict:
         return dict(

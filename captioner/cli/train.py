@@ -5,6 +5,8 @@
     captioner train --resume --run-dir runs/dot      # continue an interrupted run
     captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --lr 1e-4 --epochs 3 \\
         --attention-supervision flickr30k_entities   # fine-tune: attention pulled toward the phrases' boxes
+    captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --fine-tune-encoder 2 \
+        --lr 1e-4 --encoder-lr 1e-5 --epochs 3       # decoder first, then the CNN's last 2 blocks with it
 
 Options left out take the dataset's defaults (captioner/config.py: Config and DATASET_DEFAULTS).
 """
@@ -55,10 +57,12 @@ FIELDS = {
     "scst_samples": "scst_samples",
     "attention_supervision": "attention_supervision",
     "supervision_weight": "supervision_weight",
+    "fine_tune_encoder": "fine_tune_encoder",
+    "encoder_lr": "encoder_learning_rate",
     "run_dir": "run_dir",
 }
 POSITIVE = ("max_train_images", "train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
-            "batch_size", "max_length", "min_word_count", "scst_samples")
+            "batch_size", "max_length", "min_word_count", "scst_samples", "encoder_lr")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--backbone", help="keras.applications CNN (mobilenet_v2)")
     add("--weights", help="'imagenet' (default) or 'none' for a random encoder")
     add("--encoder-layer", help="backbone layer to cut at (default: the dataset's choice)")
+    add("--fine-tune-encoder", type=int, metavar="N",
+        help="train the encoder's last N blocks with the decoder (0: frozen, the default); the layers below them "
+             "run once per image and are cached")
+    add("--encoder-lr", type=float, help="peak learning rate of the fine-tuned encoder blocks (1e-4)")
     add("--image-size", type=int, help="input size in pixels (224)")
     add("--attention", choices=["additive", "dot", "general", "scaled_dot", "none", "hard"],
         help="score function (additive); none: no attention, the mean feature every step (a baseline); "
@@ -139,6 +147,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--feature-units must not be negative")
     if args.supervision_weight is not None and not 0 <= args.supervision_weight < math.inf:
         parser.error(f"--supervision-weight must be a number >= 0, not {args.supervision_weight}")
+    if args.fine_tune_encoder is not None and args.fine_tune_encoder < 0:
+        parser.error("--fine-tune-encoder must not be negative")
+    if args.encoder_lr is not None and not args.fine_tune_encoder:
+        parser.error("--encoder-lr needs --fine-tune-encoder N")
+    if args.fine_tune_encoder and args.scst:
+        parser.error("--fine-tune-encoder trains with cross-entropy; self-critical training (--scst) keeps the "
+                     "encoder frozen")
     if args.supervision_weight is not None and not args.attention_supervision:
         parser.error("--supervision-weight needs --attention-supervision DIR")
     return args

@@ -1,11 +1,15 @@
 """A disk cache of encoder features: extract once, reuse across runs, never load it all.
 
+What is cached is the encoder's frozen part (`Encoder.encode_below`): the features themselves, or,
+for a fine-tuned encoder, the activations where its trainable blocks begin.
+
 Layout: CACHE/BACKBONE-LAYER-SIZE-WEIGHTS/shard-ID.npy (float16, (n, L, D), memory-mapped) with
 shard-ID.json beside it listing the image keys of its rows; ID is a hash of those keys, so
 several workers can fill one shared cache at once without picking the same name. An image's key is its
 absolute path, size and modification time, so an edited or replaced photo is encoded again;
-WEIGHTS is a hash of the encoder's weights, so a fine-tuned or random encoder never reads
-features another one made.
+LAYER is the layer whose output is stored and WEIGHTS a hash of the frozen part's weights, so
+an encoder cut elsewhere, fine-tuned from another block or randomly initialised never reads
+features another one made (and a shard of the wrong shape is refused, naming the file).
 Shards are written whole and atomically; the index file is written last, so a shard cut
 short by a crash is never read. Only images missing from the cache are encoded.
 """
@@ -34,13 +38,13 @@ DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / 
 
 
 def compile_encoder(encoder):
-    """The encoder as one tf.function for any batch size (a single trace)."""
+    """The encoder's frozen part as one tf.function for any batch size (a single trace)."""
     size = encoder.image_size
-    return compile_function(encoder, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+    return compile_function(encoder.encode_below, [tf.TensorSpec([None, size, size, 3], tf.float32)])
 
 
 def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:
-    """Features of images held in memory (synthetic scenes), as float16: (N, L, D)."""
+    """What the cache would hold for images in memory (synthetic scenes), as float16: (N, L', D')."""
     encode = compile_encoder(encoder)
     progress = progress_bar(len(images), unit_name="image")
     print(f"Encoding {description}: {len(images)} images")
@@ -53,8 +57,9 @@ def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarra
 
 
 def weights_fingerprint(encoder) -> str:
+    """A hash of the frozen part's weights (all the backbone's, unless it is fine-tuned)."""
     digest = hashlib.sha1()
-    for weight in encoder.backbone.weights:
+    for weight in encoder.below.weights:
         digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     return digest.hexdigest()[:10]
 
@@ -101,7 +106,7 @@ class FeatureView:
 class FeatureStore:
     def __init__(self, root, encoder):
         self.encoder = encoder
-        name = f"{encoder.backbone_name}-{encoder.layer_name}-{encoder.image_size}-{weights_fingerprint(encoder)}"
+        name = f"{encoder.backbone_name}-{encoder.split_layer}-{encoder.image_size}-{weights_fingerprint(encoder)}"
         self.directory = Path(root) / name
         self.shards: list[np.ndarray] = []
         self.location: dict[str, tuple[int, int]] = {}  # key -> (shard, row)
@@ -117,6 +122,10 @@ class FeatureStore:
             self._loaded.add(index_file.name)
             keys = json.loads(index_file.read_text())
             array = np.load(shard_file, mmap_mode="r")
+            if array.shape[1:] != tuple(self.encoder.cached_shape):
+                raise ValueError(f"{shard_file}: features of shape {array.shape[1:]}, but this encoder caches "
+                                 f"{tuple(self.encoder.cached_shape)}; this directory belongs to another encoder "
+                                 "(move it away, or point --feature-cache elsewhere)")
             if len(array) != len(keys):
                 continue  # not ours, or damaged: encode those images again
             for row, key in enumerate(keys):
@@ -201,12 +210,11 @@ class FeatureStore:
 
     def view(self, paths: list[Path]) -> FeatureView:
         locations = [self.location[image_key(p)] for p in paths]
-        rows, columns = self.encoder.grid
         return FeatureView(
             self.shards,
             np.array([s for s, _ in locations], dtype=np.int64),
             np.array([r for _, r in locations], dtype=np.int64),
-            (rows * columns, self.encoder.feature_size),
+            tuple(self.encoder.cached_shape),
         )
 
     def size_on_disk(self) -> int:

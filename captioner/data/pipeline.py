@@ -69,8 +69,8 @@ def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batch
         tf.TensorSpec([None, locations, size], tf.float32),
         tf.TensorSpec([None, None], tf.int32),
     )
-    if target_maps is not None:
-        signature += (tf.TensorSpec([None, None, locations], tf.float32),)
+    if target_maps is not None:  # over the decoder's grid, which a fine-tuned encoder's cache need not share
+        signature += (tf.TensorSpec([None, None, target_maps.shape[2]], tf.float32),)
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
 
 
@@ -104,7 +104,7 @@ def make_replica_dataset(features, image_index: np.ndarray, token_ids: np.ndarra
                        tuple(token_ids[rows, :longest] if len(rows) else np.zeros((1, longest), np.int32) for rows in parts))
             if target_maps is not None:  # an unsupervised (all-zero) map for a padding row
                 element += (tuple(target_maps[rows, : longest - 1].astype(np.float32) if len(rows) else
-                                  np.zeros((1, longest - 1, locations), np.float32) for rows in parts),)
+                                  np.zeros((1, longest - 1, target_maps.shape[2]), np.float32) for rows in parts),)
             yield element
 
     signature = (
@@ -112,5 +112,5 @@ def make_replica_dataset(features, image_index: np.ndarray, token_ids: np.ndarra
         tuple(tf.TensorSpec([None, None], tf.int32) for _ in local_replicas),
     )
     if target_maps is not None:
-        signature += (tuple(tf.TensorSpec([None, None, locations], tf.float32) for _ in local_replicas),)
+        signature += (tuple(tf.TensorSpec([None, None, target_maps.shape[2]], tf.float32) for _ in local_replicas),)
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

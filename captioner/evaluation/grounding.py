@@ -103,8 +103,8 @@ def is_hard(decoder) -> bool:
 def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH, max_cover: float | None = None):
     """(Tally of every boxed phrase's scores, counts of captions and of skipped phrases).
 
-    features: (N, L, D) encoder features (an array or a FeatureView) of the N annotated images, in the order
-    of `annotations`.
+    features: (N, L', D') cached encoder outputs (`Encoder.encode_below`: the features of a frozen encoder; an
+    array or a FeatureView) of the N annotated images, in the order of `annotations`.
     """
     from captioner.data.entities import MAX_COVER
 
@@ -112,7 +112,8 @@ def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH
     scorer = Scorer(captioner.grid, is_hard(decoder), MAX_COVER if max_cover is None else max_cover)
     captions, caches = 0, collections.defaultdict(dict)  # caches: image -> chain -> coverage
     for first in range(0, len(annotations), IMAGES_PER_CHUNK):
-        chunk = np.asarray(features[first : first + IMAGES_PER_CHUNK], dtype=np.float32)  # (n, L, D)
+        chunk = np.asarray(features[first : first + IMAGES_PER_CHUNK], dtype=np.float32)
+        chunk = np.asarray(captioner.encoder.encode_above(chunk))  # (n, L, D); a fine-tuned encoder's top blocks
         prepared, norms = decoder.prepare(chunk), norm_map(chunk)
         items = [(first + n, sentence, encode_words(sentence.words, vocabulary, captioner.max_length))
                  for n in range(len(chunk)) for sentence in annotations[first + n].sentences]

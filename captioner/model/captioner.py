@@ -210,9 +210,10 @@ def ensemble_members(ensemble: Captioner) -> list[Captioner]:
 
 def caption_features(captioner: Captioner, features, beam_size: int = 1, batch_size: int = 100,
                      length_penalty: float = 0.0):
-    """Free-running captions for features (N, L, D), in batches (features may be a memory-mapped view)."""
+    """Free-running captions for cached encoder outputs (N, L', D') (`Encoder.encode_below`; a memory-mapped
+    view, say), in batches. For a frozen encoder those are the features; a fine-tuned one runs its top blocks."""
     captions = []
     for start in range(0, len(features), batch_size):
-        batch = np.asarray(features[start : start + batch_size], dtype=np.float32)
+        batch = captioner.encoder.encode_above(np.asarray(features[start : start + batch_size], dtype=np.float32))
         captions.extend(captioner.decode_features(batch, beam_size=beam_size, length_penalty=length_penalty))
     return captions

@@ -3,12 +3,19 @@
 Cutting before the classifier keeps a spatial grid: a 224x224 image through
 MobileNetV2 gives 7x7 locations of 1280 features each. The decoder attends over
 those L = 49 "annotation vectors".
+
+Fine-tuning (`fine_tune_blocks` N > 0) splits the CNN at the start of its last N blocks:
+`below` (frozen) runs once per image and its output is what the feature cache stores;
+`above` (the last N blocks) trains with the decoder. BatchNorm layers stay in inference
+mode: their statistics were measured on ImageNet and a caption batch is too small to re-estimate them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 from typing import Callable
 
 import keras
@@ -21,20 +28,29 @@ class Backbone:
     preprocessing: object  # the module whose preprocess_input the backbone was trained with
     layer: str  # last convolutional block: the default place to cut
     image_size: int  # the resolution it was trained at
+    # The layers that end a block (a single tensor leaves them: a place to split for fine-tuning).
+    # A block with a residual connection ends at its `add`, so its projection is not an end.
+    block_ends: str | None = None
 
 
 applications = keras.applications
 BACKBONES = {
-    "mobilenet_v2": Backbone(applications.MobileNetV2, applications.mobilenet_v2, "out_relu", 224),
-    "efficientnet_b0": Backbone(applications.EfficientNetB0, applications.efficientnet, "top_activation", 224),
-    "efficientnet_b1": Backbone(applications.EfficientNetB1, applications.efficientnet, "top_activation", 240),
-    "efficientnet_b2": Backbone(applications.EfficientNetB2, applications.efficientnet, "top_activation", 260),
-    "efficientnet_b3": Backbone(applications.EfficientNetB3, applications.efficientnet, "top_activation", 300),
-    "resnet50": Backbone(applications.ResNet50, applications.resnet50, "conv5_block3_out", 224),
-    "resnet101": Backbone(applications.ResNet101, applications.resnet, "conv5_block3_out", 224),
-    "inception_v3": Backbone(applications.InceptionV3, applications.inception_v3, "mixed10", 299),
-    "vgg16": Backbone(applications.VGG16, applications.vgg16, "block5_conv3", 224),
-    "vgg19": Backbone(applications.VGG19, applications.vgg19, "block5_conv4", 224),  # the paper's: 14x14x512
+    "mobilenet_v2": Backbone(applications.MobileNetV2, applications.mobilenet_v2, "out_relu", 224,
+                             r"expanded_conv_project_BN|block_\d+_(add|project_BN)"),
+    "efficientnet_b0": Backbone(applications.EfficientNetB0, applications.efficientnet, "top_activation", 224,
+                                r"block\w+_(add|project_bn)"),
+    "efficientnet_b1": Backbone(applications.EfficientNetB1, applications.efficientnet, "top_activation", 240,
+                                r"block\w+_(add|project_bn)"),
+    "efficientnet_b2": Backbone(applications.EfficientNetB2, applications.efficientnet, "top_activation", 260,
+                                r"block\w+_(add|project_bn)"),
+    "efficientnet_b3": Backbone(applications.EfficientNetB3, applications.efficientnet, "top_activation", 300,
+                                r"block\w+_(add|project_bn)"),
+    "resnet50": Backbone(applications.ResNet50, applications.resnet50, "conv5_block3_out", 224, r"conv\d_block\d+_out"),
+    "resnet101": Backbone(applications.ResNet101, applications.resnet, "conv5_block3_out", 224, r"conv\d_block\d+_out"),
+    "inception_v3": Backbone(applications.InceptionV3, applications.inception_v3, "mixed10", 299, r"mixed\d+"),
+    "vgg16": Backbone(applications.VGG16, applications.vgg16, "block5_conv3", 224, r"block\d_(pool|conv\d)"),
+    "vgg19": Backbone(applications.VGG19, applications.vgg19, "block5_conv4", 224,  # the paper's: 14x14x512
+                      r"block\d_(pool|conv\d)"),
     "densenet121": Backbone(applications.DenseNet121, applications.densenet, "relu", 224),
 }
 
@@ -76,12 +92,14 @@ class Encoder(keras.layers.Layer):
         image_size: int | None = None,
         layer: str | None = None,
         trainable_backbone: bool = False,
+        fine_tune_blocks: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.backbone_name = backbone
         self.image_size = image_size or default_image_size(backbone)
         self.trainable_backbone = trainable_backbone
+        self.fine_tune_blocks = int(fine_tune_blocks)
         full = _load_backbone(backbone, weights, self.image_size)
         self.layer_name = layer or BACKBONES[backbone].layer
         self.preprocess = BACKBONES[backbone].preprocessing.preprocess_input
@@ -94,6 +112,38 @@ class Encoder(keras.layers.Layer):
         _, rows, columns, channels = self.backbone.output.shape
         self.grid = (rows, columns)
         self.feature_size = channels
+        # Where the frozen part ends: the cut itself, or the start of the last `fine_tune_blocks` blocks.
+        self.split_layer = self.layer_name
+        if self.fine_tune_blocks:
+            self.split_layer = find_split_layer(self.backbone, backbone, self.layer_name, self.fine_tune_blocks)
+            for layer in self.above.layers:
+                # BatchNorm with trainable=False runs in inference mode in Keras 3, whatever `training` says.
+                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        _, rows, columns, channels = self.below.output.shape
+        self.cached_shape = (rows * columns, channels)  # what the feature cache holds per image: (L', D')
+
+    # `below` and `above` share the backbone's layers (and so its weights, saved once with it); kept as
+    # cached properties so Keras does not track them as more sublayers of the encoder.
+    @functools.cached_property
+    def below(self) -> keras.Model:
+        """images, preprocessed -> the split layer's activations: the frozen part, run once per image."""
+        if not self.fine_tune_blocks:
+            return self.backbone
+        return keras.Model(self.backbone.input, self.backbone.get_layer(self.split_layer).output,
+                           name=f"{self.backbone_name}_to_{self.split_layer}")
+
+    @functools.cached_property
+    def above(self) -> keras.Model | None:
+        """The split layer's activations -> the features at the cut: the fine-tuned blocks (None: frozen encoder)."""
+        if not self.fine_tune_blocks:
+            return None
+        return keras.Model(self.backbone.get_layer(self.split_layer).output, self.backbone.output,
+                           name=f"{self.split_layer}_to_{self.layer_name}")
+
+    @property
+    def fine_tuned_variables(self) -> list:
+        """The weights that train with the decoder (none for a frozen encoder; BatchNorm never)."""
+        return list(self.above.trainable_variables) if self.above is not None else []
 
     def build(self, images_shape=None):
         pass  # the backbone was built when it was made
@@ -102,6 +152,22 @@ class Encoder(keras.layers.Layer):
         features = self.backbone(self.preprocess(ops.cast(images, "float32")), training=False)
         rows, columns = self.grid
         return ops.reshape(features, (-1, rows * columns, self.feature_size))  # (B, L, D)
+
+    def encode_below(self, images):
+        """images (B, S, S, 3) in [0, 255] -> the frozen part's activations (B, L', D'): what the cache stores.
+        For a frozen encoder these are the features themselves."""
+        activations = self.below(self.preprocess(ops.cast(images, "float32")), training=False)
+        return ops.reshape(activations, (-1, *self.cached_shape))
+
+    def encode_above(self, activations, training: bool = False):
+        """Cached activations (B, L', D') -> features (B, L, D); the identity for a frozen encoder."""
+        if self.above is None:
+            return activations
+        side = self.below.output.shape[1:3]
+        activations = ops.reshape(ops.cast(activations, "float32"), (-1, *side, self.cached_shape[1]))
+        features = self.above(activations, training=False)  # BatchNorm in inference mode even while training
+        rows, columns = self.grid
+        return ops.reshape(features, (-1, rows * columns, self.feature_size))
 
     def get_config(self):
         return {
@@ -112,4 +178,28 @@ class Encoder(keras.layers.Layer):
             "image_size": self.image_size,
             "layer": self.layer_name,
             "trainable_backbone": self.trainable_backbone,
+            "fine_tune_blocks": self.fine_tune_blocks,
         }
+
+
+def block_ends(model: keras.Model, backbone: str, cut: str) -> list[str]:
+    """The layers that end a block below `cut`, in order: the places the CNN can be split."""
+    pattern = BACKBONES[backbone].block_ends if backbone in BACKBONES else None
+    if pattern is None:
+        raise ValueError(f"fine-tuning is not available for backbone {backbone}")
+    names = [layer.name for layer in model.layers]
+    names = names[: names.index(cut)]
+    ends = [name for name in names if re.fullmatch(pattern, name)]
+    # A block with a residual connection ends at its add (or `_out`), not at its projection.
+    residual = {re.sub(r"_(add|out)$", "", name) for name in ends if re.search(r"_(add|out)$", name)}
+    return [name for name in ends if not (re.sub(r"_project_(bn|BN)$", "", name) in residual
+                                          and re.search(r"_project_(bn|BN)$", name))]
+
+
+def find_split_layer(model: keras.Model, backbone: str, cut: str, blocks: int) -> str:
+    """The layer whose output starts the last `blocks` blocks before `cut` (ValueError if there are fewer)."""
+    ends = block_ends(model, backbone, cut)
+    if not 0 < blocks <= len(ends):
+        raise ValueError(f"cannot fine-tune {blocks} blocks: {backbone} cut at {cut} has {len(ends)} blocks "
+                         f"to fine-tune (1 to {len(ends)})")
+    return ends[-blocks]

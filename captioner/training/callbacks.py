@@ -87,7 +87,7 @@ class Checkpoints(keras.callbacks.Callback):
             save_checkpoint(self.run_dir / BEST_CHECKPOINT, self.trainer.model_variables(), [], state)
             with atomic_path(self.run_dir / BEST_MODEL) as temporary:
                 self.trainer.captioner.save(temporary)
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, self.trainer.model_variables(), self.trainer.optimizer.variables,
+        save_checkpoint(self.run_dir / LAST_CHECKPOINT, self.trainer.model_variables(), self.trainer.optimizer_variables(),
                         state)
 
 

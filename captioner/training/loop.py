@@ -1,8 +1,8 @@
 """`train()`: a training run, top to bottom.
 
 1. Make a run directory and save the config and vocabulary into it.
-2. Encode every image once with the frozen encoder: in memory for synthetic scenes,
-   through the disk cache (`captioner.data.features`) for photos (`prepare.py`).
+2. Encode every image once with the frozen encoder (or, fine-tuning, its frozen lower blocks):
+   in memory for synthetic scenes, through the disk cache (`captioner.data.features`) for photos (`prepare.py`).
 3. Each epoch: the steps of the run's objective on shuffled batches (`epochs.py`, `trainer.py`,
    `objectives.py`), then the dev loss and free-running dev captions scored with CIDEr-D and
    BLEU-4 (`validation.py`).
@@ -29,7 +29,8 @@ from captioner.training import distribute
 from captioner.training.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, EpochCallbacks
 from captioner.training.checkpoint import load_checkpoint
 from captioner.training.epochs import self_critical_epoch, teacher_forced_epoch
-from captioner.training.prepare import caption_pairs, check_supervision, encode_splits, make_captioner, supervision_maps
+from captioner.training.prepare import (caption_pairs, check_fine_tuning, check_supervision, encode_splits, make_captioner,
+                                        supervision_maps)
 from captioner.training.report import report_on_test
 from captioner.training.trainer import Trainer, TrainingDiverged
 from captioner.training.validation import validate
@@ -45,6 +46,7 @@ def train(config: Config, resume: bool = False, strategy: tf.distribute.Strategy
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
     check_supervision(config)
+    check_fine_tuning(config)
     run_dir, resuming = start_run(config, resume, chief)
     keras.utils.set_random_seed(config.seed)
     if distribute.is_distributed(strategy):
@@ -130,7 +132,7 @@ def epoch_function(config: Config, splits, features, pairs, target_maps):
 
 def resume_from(run_dir: Path, trainer: Trainer, config: Config) -> tuple[list[dict], int, dict]:
     """Weights, optimizer and learning-rate scale from the last checkpoint; (history, first epoch to run, state)."""
-    state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer.variables)
+    state = load_checkpoint(run_dir / LAST_CHECKPOINT, trainer.model_variables(), trainer.optimizer_variables())
     trainer.lr_scale.assign(state["lr_scale"])
     start_epoch = state["epoch"] + 1
     print(f"Resumed from {run_dir / LAST_CHECKPOINT} after epoch {start_epoch}")

@@ -27,11 +27,26 @@ def make_captioner(config: Config, splits: dict[str, Split], strategy) -> tuple[
             if captioner.is_ensemble:
                 raise ValueError(f"{config.init_model}: an ensemble is not trained further; start from one of "
                                  "its members (each run's best.keras)")
+            if config.fine_tune_encoder != captioner.encoder.fine_tune_blocks:
+                captioner = with_fine_tuned_blocks(captioner, config.fine_tune_encoder)
             return captioner, captioner.vocabulary
         vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
         captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
         captioner.build()
         return captioner, vocabulary
+
+
+def with_fine_tuned_blocks(captioner: Captioner, blocks: int) -> Captioner:
+    """The same model (weights and all) with its encoder's last `blocks` blocks trainable (0: frozen):
+    decoder first, then both, is a common recipe."""
+    encoder = {**captioner.encoder.get_config(), "fine_tune_blocks": blocks}
+    encoder.pop("name", None)
+    decoder = {key: value for key, value in captioner.decoder.get_config().items() if key != "name"}
+    changed = Captioner(captioner.vocabulary.words, encoder, decoder, captioner.max_length)
+    changed.build()
+    changed.encoder.set_weights(captioner.encoder.get_weights())
+    changed.decoder.set_weights(captioner.decoder.get_weights())
+    return changed
 
 
 def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config, strategy=None):
@@ -46,7 +61,7 @@ def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config
     worker, workers = distribute.worker_index(strategy) if strategy is not None else (0, 1)
     for name, split in list(splits.items()):
         if not len(split):
-            features[name] = np.zeros((0, *captioner.feature_shape), np.float16)
+            features[name] = np.zeros((0, *captioner.encoder.cached_shape), np.float16)
             continue
         if split.images is not None:
             features[name] = encode_in_memory(captioner.encoder, split.images, name)
@@ -71,6 +86,16 @@ def caption_pairs(split: Split, vocabulary: Vocabulary, max_length: int) -> tupl
     image_index = np.array([i for i, refs in enumerate(split.captions) for _ in refs], dtype=np.int64)
     token_ids = vocabulary.encode_batch([c for refs in split.captions for c in refs], max_length)
     return image_index, token_ids
+
+
+def check_fine_tuning(config: Config) -> None:
+    """Refuse, before any work, encoder fine-tuning that cannot run: ValueError naming the problem."""
+    if config.fine_tune_encoder < 0:
+        raise ValueError(f"fine_tune_encoder must be 0 (frozen) or a number of blocks, not {config.fine_tune_encoder}")
+    if config.fine_tune_encoder and config.self_critical:
+        raise ValueError("encoder fine-tuning trains with cross-entropy; self-critical training keeps the encoder frozen")
+    if config.fine_tune_encoder and not config.encoder_learning_rate > 0:
+        raise ValueError(f"encoder_learning_rate must be positive, not {config.encoder_learning_rate}")
 
 
 def check_supervision(config: Config) -> None:

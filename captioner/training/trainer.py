@@ -14,6 +14,10 @@ The steps:
     hard_train_step         + REINFORCE on one sampled location per word (`--attention hard`)
     self_critical_step      REINFORCE on whole sampled captions (`--scst`)
     eval_step               the dev loss (no update)
+
+With a fine-tuned encoder (`--fine-tune-encoder N`) every step takes the cached activations below
+the encoder's last N blocks, runs those blocks inside the tape and updates them with their own
+optimizer at `encoder_learning_rate` (a pretrained CNN needs smaller steps than a new decoder).
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {}
 
 
-def learning_rate_schedule(config: Config, total_steps: int, scale: tf.Variable):
-    """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close); times `scale`."""
+def learning_rate_schedule(config: Config, total_steps: int, scale: tf.Variable, peak: float | None = None):
+    """Constant, or cosine decay to 1% over the whole run (smaller steps once the model is close); times `scale`.
+    peak: the rate it starts from (default: the decoder's `learning_rate`)."""
+    peak = config.learning_rate if peak is None else peak
     if config.lr_schedule == "constant":
-        base = config.learning_rate
+        base = peak
     elif config.lr_schedule == "cosine":
-        base = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
+        base = keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(total_steps, 1), alpha=0.01)
     else:
         raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; use constant or cosine")
     return ScaledSchedule(base, scale)
@@ -77,6 +83,13 @@ class Trainer:
             self.schedule = learning_rate_schedule(config, total_steps, self.lr_scale)
             self.optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
             self.optimizer.build(self.decoder.trainable_variables)
+            self.encoder_variables = captioner.encoder.fine_tuned_variables  # empty unless fine-tuning
+            self.encoder_optimizer = None
+            if self.encoder_variables:
+                encoder_schedule = learning_rate_schedule(config, total_steps, self.lr_scale,
+                                                          config.encoder_learning_rate)
+                self.encoder_optimizer = keras.optimizers.Adam(learning_rate=encoder_schedule)
+                self.encoder_optimizer.build(self.encoder_variables)
             # Hard attention's moving-average reward baseline; saved with the weights.
             self.reward_baseline = keras.Variable(0.0, trainable=False, name="reward_baseline")
             self.baseline_started = keras.Variable(False, trainable=False, dtype="bool", name="baseline_started")
@@ -88,7 +101,7 @@ class Trainer:
         """`step` compiled for captions of `token_length` ids; `extra`: specs of its further inputs."""
         key = (step.__name__, token_length)
         if key not in self._compiled:
-            locations, size = self.captioner.feature_shape
+            locations, size = self.captioner.encoder.cached_shape  # the features, or what is below the fine-tuned blocks
             signature = [tf.TensorSpec([None, locations, size], tf.float32), tf.TensorSpec([None, token_length], tf.int32),
                          *extra]
             self._compiled[key] = compile_function(step, signature, jit_compile=self.config.jit_compile)
@@ -149,7 +162,7 @@ class Trainer:
     def _train_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
         with tf.GradientTape() as tape:
-            logits, attention_weights = self.decoder(features, inputs, training=True)
+            logits, attention_weights = self.decoder(self.encode(features), inputs, training=True)
             loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
                                                                    self.config.attention_lambda, self.config.label_smoothing)
         return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
@@ -158,7 +171,7 @@ class Trainer:
         """`_train_step` plus `supervision_weight` times the attention supervision loss (Liu et al. 2017)."""
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         with tf.GradientTape() as tape:
-            logits, attention_weights = self.decoder(features, inputs, training=True)
+            logits, attention_weights = self.decoder(self.encode(features), inputs, training=True)
             loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
                                                                    self.config.attention_lambda, self.config.label_smoothing)
             supervision = objectives.attention_supervision_loss(attention_weights, target_maps)
@@ -169,7 +182,7 @@ class Trainer:
         """Hard attention: the caption loss given one sampled location per word, plus REINFORCE for the locations."""
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         with tf.GradientTape() as tape:
-            logits, attention_weights, chosen = self.decoder.sample_locations(features, inputs, training=True)
+            logits, attention_weights, chosen = self.decoder.sample_locations(self.encode(features), inputs, training=True)
             loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
                                                                    self.config.attention_lambda, self.config.label_smoothing)
             total, log_likelihood, entropy = objectives.hard_attention_loss(
@@ -186,23 +199,28 @@ class Trainer:
         """No dropout: the gradient is of the same policy that drew the samples."""
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         with tf.GradientTape() as tape:
-            logits, _ = self.decoder(features, inputs, training=False)
+            logits, _ = self.decoder(self.encode(features), inputs, training=False)
             loss = objectives.self_critical_loss(logits, targets, rewards, baselines)
         return loss, self._apply_gradients(tape, loss)
 
     def _eval_step(self, features, token_ids):
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
-        logits, attention_weights = self.decoder(features, inputs, training=False)
+        logits, attention_weights = self.decoder(self.encode(features), inputs, training=False)
         return objectives.caption_loss(logits, targets, attention_weights, self.config.attention_lambda)
 
+    def encode(self, cached):
+        """Cached activations -> the decoder's features: the fine-tuned blocks, or nothing for a frozen encoder."""
+        return self.captioner.encoder.encode_above(cached)
+
     def _apply_gradients(self, tape, loss):
-        """One clipped optimizer step on the decoder; returns the gradient norm before clipping.
+        """One clipped optimizer step on the decoder (and the fine-tuned blocks); returns the gradient norm
+        before clipping (over both: one clipping for the whole model, as if one optimizer).
 
         Distributed, the norm is that of the gradient summed over replicas, as on one device. Keras's
         optimizer sums the gradients it is given over the replicas once more, so each replica hands it
         an equal share of the clipped sum.
         """
-        variables = self.decoder.trainable_variables
+        variables = [*self.decoder.trainable_variables, *self.encoder_variables]
         # Dense: the embedding's sparse gradient repeats a row per occurrence of a word, and clipping
         # would measure those copies' norm rather than the gradient's.
         gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, variables)]
@@ -212,11 +230,21 @@ class Trainer:
         gradients, gradient_norm = tf.clip_by_global_norm(gradients, self.config.clip_norm)
         if replicas > 1:
             gradients = [gradient / replicas for gradient in gradients]
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        decoder_count = len(variables) - len(self.encoder_variables)
+        self.optimizer.apply_gradients(zip(gradients[:decoder_count], variables[:decoder_count]))
+        if self.encoder_optimizer is not None:
+            self.encoder_optimizer.apply_gradients(zip(gradients[decoder_count:], variables[decoder_count:]))
         return gradient_norm
 
     def model_variables(self):
-        """Weights and the random seed states, so a resumed run draws the same dropout masks (and locations)."""
+        """Weights and the random seed states, so a resumed run draws the same dropout masks (and locations);
+        with a fine-tuned encoder, its trained blocks too (BatchNorm statistics never move)."""
+        variables = [*self.decoder.variables, *self.encoder_variables]
         if self.decoder.hard_attention:
-            return [*self.decoder.variables, self.reward_baseline, self.baseline_started]
-        return self.decoder.variables
+            return [*variables, self.reward_baseline, self.baseline_started]
+        return variables
+
+    def optimizer_variables(self):
+        """Every optimizer's state (the decoder's, then the fine-tuned encoder's), for exact resume."""
+        extra = self.encoder_optimizer.variables if self.encoder_optimizer is not None else []
+        return [*self.optimizer.variables, *extra]
