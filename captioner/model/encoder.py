@@ -116,9 +116,9 @@ class Encoder(keras.layers.Layer):
         self.split_layer = self.layer_name
         if self.fine_tune_blocks:
             self.split_layer = find_split_layer(self.backbone, backbone, self.layer_name, self.fine_tune_blocks)
-            for layer in self.above.layers:
+            for tuned in self.above.layers:
                 # BatchNorm with trainable=False runs in inference mode in Keras 3, whatever `training` says.
-                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+                tuned.trainable = not isinstance(tuned, keras.layers.BatchNormalization)
         _, rows, columns, channels = self.below.output.shape
         self.cached_shape = (rows * columns, channels)  # what the feature cache holds per image: (L', D')
 
