@@ -194,3 +194,46 @@ def test_grounding_is_a_captioner_command():
     from captioner.cli import COMMANDS
 
     assert COMMANDS["grounding"][0] == "captioner.evaluation.grounding"
+
+
+def test_synthetic_scenes_become_annotations_whose_boxes_hold_each_shape():
+    from captioner.data import synthetic
+    from captioner.data.entities import scene_annotations
+
+    scenes = synthetic.make_scenes(6, seed=3, image_size=96)
+    for scene, annotation in zip(scenes, scene_annotations(scenes)):
+        assert (annotation.width, annotation.height) == (96, 96)
+        for chain, shape in enumerate(scene.objects, start=1):
+            (x0, y0, x1, y1), = annotation.boxes[chain]
+            ys, xs = np.nonzero(shape.mask)  # 0-based pixels; the box is 1-based and inclusive
+            assert x0 <= xs.min() + 1 and xs.max() + 1 <= x1 and y0 <= ys.min() + 1 and ys.max() + 1 <= y1
+            assert x1 - x0 <= 2 * shape.radius + 2 and y1 - y0 <= 2 * shape.radius + 2  # and it is tight
+        for sentence in annotation.sentences:
+            named = {phrase.chain for phrase in sentence.phrases}
+            assert named == set(range(1, len(scene.objects) + 1))  # every caption names every shape
+            for phrase in sentence.phrases:
+                shape = scene.objects[phrase.chain - 1]
+                assert phrase.types == (shape.shape,)
+                assert sentence.words[phrase.first : phrase.last + 1] == tuple(shape.phrase)
+                assert sentence.words[phrase.last] == shape.shape  # the head noun
+
+
+def test_the_command_scores_synthetic_scenes_by_the_same_code(tmp_path):
+    model = make_captioner(attention="none")  # no attention: every score must equal chance, as for photos
+    model.save(tmp_path / "model.keras")
+    out = tmp_path / "out"
+    code = grounding.main(["--model", str(tmp_path / "model.keras"), "--dataset", "synthetic", "--split", "test",
+                           "--limit", "8", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "grounding.json").read_text())
+    assert report["images_scored"] == 8 and report["phrases_scored"] >= 8
+    assert set(report["types"]) - {OVERALL} <= set(synthetic_shapes())
+    for scores in report["types"].values():
+        assert scores["mass_head"] == pytest.approx(scores["chance"], abs=1e-7)
+        assert 0 < scores["chance"] < 0.5
+
+
+def synthetic_shapes():
+    from captioner.data.synthetic import SHAPES
+
+    return SHAPES

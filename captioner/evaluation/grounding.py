@@ -2,6 +2,7 @@
 
     captioner grounding --dataset flickr8k --data-dir ../shared/data/flickr8k --split val \\
         --entities ../shared/data/flickr30k_entities --out runs/x/grounding
+    captioner grounding --dataset synthetic --model runs/demo/best.keras --split test   # the demo's shapes
 
 Every Entities caption of each annotated image of the split is teacher-forced (its own words through the
 model's vocabulary, unknown words as <unk>, cut at the model's max_length as training cuts captions). For
@@ -13,6 +14,9 @@ word-agnostic map, the L2 norm of the encoder's features per cell (`f-norm`), is
 Hard-attention models (argmax inference) are scored on their soft alpha and on the one cell they draw
 (`drawn`); an ensemble on its members' average map, the map its overlays show. Images without annotation
 files are skipped and counted. Writes DIR/grounding.json (--out) and prints a table per entity type.
+
+Synthetic scenes are scored by the same code: each shape is an entity with its bounding box, each phrase naming
+it ("large red circle") a phrase of the shape's type (`captioner.data.entities.scene_annotations`).
 """
 
 from __future__ import annotations
@@ -164,28 +168,48 @@ def load(args):
 
     captioner = load_captioner(args.model)
     config = Config(dataset=args.dataset, data_dir=args.data_dir, backbone=captioner.encoder.backbone_name)
+    if args.dataset == "synthetic":  # the demo's scenes: the default split sizes and seed of `train.py`
+        from captioner.data.entities import scene_annotations
+
+        config.image_size = captioner.encoder.image_size
+        split = load_splits(config)[args.split]
+        scenes = split.scenes[: args.limit] if args.limit else split.scenes
+        return captioner, split, list(range(len(scenes))), scene_annotations(scenes)
     split = load_splits(config)[args.split]
     if args.limit:
         split.captions, split.paths = split.captions[: args.limit], split.paths[: args.limit]
     return (captioner, split, *annotated_images(split, check_layout(args.entities)))
 
 
+def annotated_features(captioner, split, indices, args):
+    """(What the cache holds for the annotated images, in order: an array or a FeatureView; unreadable paths)."""
+    from captioner.data.features import DEFAULT_CACHE, FeatureStore, encode_in_memory
+
+    if split.images is not None:  # synthetic scenes, made in memory
+        return encode_in_memory(captioner.encoder, split.images[: len(indices)], f"{args.split} scenes"), set()
+    store = FeatureStore(args.feature_cache or DEFAULT_CACHE, captioner.encoder)
+    paths = [split.paths[i] for i in indices]
+    failed = store.extract_missing(paths, f"annotated {args.split} images")
+    return store.view([path for path in paths if path not in failed]), failed
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="captioner grounding", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a .keras model; default: the shipped model in captioner/pretrained/")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--dataset", required=True, help="a photo dataset with --data-dir and --entities, or synthetic")
+    parser.add_argument("--data-dir", help="the dataset's folder (photo datasets)")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
-    parser.add_argument("--entities", required=True, help="Flickr30k Entities folder (Sentences/, Annotations/)")
+    parser.add_argument("--entities", help="Flickr30k Entities folder (Sentences/, Annotations/); photo datasets")
     parser.add_argument("--limit", type=int, help="only the first N images of the split")
     parser.add_argument("--feature-cache", help="where encoder features are cached")
     parser.add_argument("--out", help="folder for grounding.json")
     args = parser.parse_args(argv)
+    if args.dataset != "synthetic" and not (args.data_dir and args.entities):
+        parser.error(f"--dataset {args.dataset} needs --data-dir and --entities")
 
     import_tensorflow_quietly()
     from captioner.data.entities import MAX_COVER
-    from captioner.data.features import DEFAULT_CACHE, FeatureStore
     from captioner.model.saving import default_model_path
     from captioner.utils.atomic import atomic_write_text
 
@@ -201,17 +225,15 @@ def main(argv=None) -> int:
               "files (Sentences/<id>.txt and Annotations/<id>.xml)", file=sys.stderr)
         return 1
     loaded = time.perf_counter()
-    store = FeatureStore(args.feature_cache or DEFAULT_CACHE, captioner.encoder)
-    paths = [split.paths[i] for i in indices]
-    failed = store.extract_missing(paths, f"annotated {args.split} images")
-    keep = [n for n, path in enumerate(paths) if path not in failed]
-    paths, annotations = [paths[n] for n in keep], [annotations[n] for n in keep]
+    features, failed = annotated_features(captioner, split, indices, args)
+    keep = [n for n, index in enumerate(indices) if split.paths is None or split.paths[index] not in failed]
+    annotations = [annotations[n] for n in keep]
     encoded = time.perf_counter()
-    tally, counts = score_split(captioner, store.view(paths), annotations)
+    tally, counts = score_split(captioner, features, annotations)
     summary = tally.summary()
     report = {
         "model": str(args.model), "dataset": args.dataset, "split": args.split, "entities": str(args.entities),
-        "images": len(split), "images_scored": len(paths), "images_without_annotations": len(split) - len(indices),
+        "images": len(split), "images_scored": len(annotations), "images_without_annotations": len(split) - len(indices),
         "images_unreadable": len(failed), "sentences": counts["captions"],
         "phrases_scored": summary.get(OVERALL, {}).get("phrases", 0),
         "phrases_skipped": {reason: counts[reason] for reason in SKIPPED}, "max_cover": MAX_COVER,
@@ -221,7 +243,7 @@ def main(argv=None) -> int:
     }
     skipped = report["phrases_skipped"]
     print(format_table(summary, (
-        f"grounding of {args.model} on {args.dataset} {args.split}: {len(paths)} annotated images scored "
+        f"grounding of {args.model} on {args.dataset} {args.split}: {len(annotations)} annotated images scored "
         f"({report['images_without_annotations']} without annotations skipped), {counts['captions']} sentences\n"
         f"{report['phrases_scored']} phrases scored; skipped: {skipped['no_box']} without boxes, "
         f"{skipped['too_large']} with boxes over >= {MAX_COVER:.0%} of the image, {skipped['past_max_length']} past "
