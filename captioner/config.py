@@ -28,6 +28,9 @@ class Config:
     # per image and cached; BatchNorm stays in inference mode.
     fine_tune_encoder: int = 0
     encoder_learning_rate: float = 1e-4  # the fine-tuned blocks' peak learning rate (the decoder's: learning_rate)
+    # Colour-jittered copies of each training image, cached beside it; epoch e reads copy e mod (N + 1), 0 the
+    # original (`captioner.data.images.jitter_colours`: nothing a caption or a box says changes).
+    augment_copies: int = 0
 
     # decoder
     attention: str = "additive"  # additive | dot | general | scaled_dot

@@ -59,6 +59,7 @@ FIELDS = {
     "supervision_weight": "supervision_weight",
     "fine_tune_encoder": "fine_tune_encoder",
     "encoder_lr": "encoder_learning_rate",
+    "augment": "augment_copies",
     "run_dir": "run_dir",
 }
 POSITIVE = ("max_train_images", "train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
@@ -84,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="train the encoder's last N blocks with the decoder (0: frozen, the default); the layers below them "
              "run once per image and are cached")
     add("--encoder-lr", type=float, help="peak learning rate of the fine-tuned encoder blocks (1e-4)")
+    add("--augment", type=int, metavar="N",
+        help="cache N colour-jittered copies of each training image (brightness, contrast, saturation; never flips, "
+             "crops or hue, which can make a caption or a box wrong); epoch e trains on copy e mod (N + 1), 0 the original")
     add("--image-size", type=int, help="input size in pixels (224)")
     add("--attention", choices=["additive", "dot", "general", "scaled_dot", "none", "hard"],
         help="score function (additive); none: no attention, the mean feature every step (a baseline); "
@@ -147,6 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--feature-units must not be negative")
     if args.supervision_weight is not None and not 0 <= args.supervision_weight < math.inf:
         parser.error(f"--supervision-weight must be a number >= 0, not {args.supervision_weight}")
+    if args.augment is not None and args.augment < 0:
+        parser.error("--augment must not be negative")
     if args.fine_tune_encoder is not None and args.fine_tune_encoder < 0:
         parser.error("--fine-tune-encoder must not be negative")
     if args.encoder_lr is not None and not args.fine_tune_encoder:

@@ -10,6 +10,8 @@ absolute path, size and modification time, so an edited or replaced photo is enc
 LAYER is the layer whose output is stored and WEIGHTS a hash of the frozen part's weights, so
 an encoder cut elsewhere, fine-tuned from another block or randomly initialised never reads
 features another one made (and a shard of the wrong shape is refused, naming the file).
+Augmented copies (`view` > 0: `jitter_colours` drawn from the seed, the view number and the image's path)
+are cached beside the originals under the image's key plus the view and seed.
 Shards are written whole and atomically; the index file is written last, so a shard cut
 short by a crash is never read. Only images missing from the cache are encoded.
 """
@@ -22,12 +24,13 @@ import json
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from captioner.data.images import ImageError, load_image
+from captioner.data.images import ImageError, jitter_colours, load_image
 from captioner.utils.atomic import atomic_path, atomic_write_text
 from captioner.utils.graph import compile_function
 from captioner.utils.progress import progress_bar
@@ -64,10 +67,20 @@ def weights_fingerprint(encoder) -> str:
     return digest.hexdigest()[:10]
 
 
-def image_key(path) -> str:
+def image_key(path, view: int = 0, seed: int = 0) -> str:
+    """The cache's key of an image (view 0) or of its augmented copy number `view` drawn with `seed`."""
     path = Path(path).resolve()
     status = path.stat()
-    return f"{path}|{status.st_size}|{status.st_mtime_ns}"
+    key = f"{path}|{status.st_size}|{status.st_mtime_ns}"
+    return key if view == 0 else f"{key}|jitter{view}-{seed}"
+
+
+def augmented(image: np.ndarray, path, view: int, seed: int) -> np.ndarray:
+    """Augmented copy number `view` of the image at `path`: the same every time for the same seed."""
+    if view == 0:
+        return image
+    rng = np.random.default_rng([seed, view, zlib.crc32(str(Path(path).resolve()).encode())])
+    return jitter_colours(image, rng)
 
 
 def _prefetch(pool, load, batches, ahead: int = 4):
@@ -144,8 +157,9 @@ class FeatureStore:
         self.shards.append(array)
 
     def extract_missing(self, paths: list[Path], description: str = "images", worker: int = 0,
-                        workers: int = 1) -> set[Path]:
+                        workers: int = 1, view: int = 0, seed: int = 0) -> set[Path]:
         """Encode every image of `paths` not yet cached; returns the paths that could not be read.
+        view > 0: their augmented copy number `view` (`augmented`), drawn with `seed`.
 
         With several `workers` (sharing the cache directory), this one encodes only every
         `workers`-th missing image from its `worker` index on; the caller waits for the others
@@ -154,7 +168,7 @@ class FeatureStore:
         missing, failed, keys = [], set(), {}
         for path in paths:
             try:
-                keys[path] = image_key(path)
+                keys[path] = image_key(path, view, seed)
             except OSError as error:
                 print(f"error: {path}: {error.strerror or error}", file=sys.stderr)
                 failed.add(path)
@@ -174,7 +188,7 @@ class FeatureStore:
 
         def load(path):
             try:
-                return load_image(path, size)
+                return augmented(load_image(path, size), path, view, seed)
             except ImageError as error:
                 return error
 
@@ -202,14 +216,15 @@ class FeatureStore:
         print(f"Encoded {len(missing)} images in {seconds:.0f} s ({len(missing) / seconds:.0f} images/s)")
         return failed
 
-    def has(self, path) -> bool:
+    def has(self, path, view: int = 0, seed: int = 0) -> bool:
         try:
-            return image_key(path) in self.location
+            return image_key(path, view, seed) in self.location
         except OSError:
             return False
 
-    def view(self, paths: list[Path]) -> FeatureView:
-        locations = [self.location[image_key(p)] for p in paths]
+    def view(self, paths: list[Path], view: int = 0, seed: int = 0) -> FeatureView:
+        """The cached rows of `paths` (or of their augmented copy number `view`), as one array-like."""
+        locations = [self.location[image_key(p, view, seed)] for p in paths]
         return FeatureView(
             self.shards,
             np.array([s for s, _ in locations], dtype=np.int64),

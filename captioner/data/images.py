@@ -106,3 +106,23 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
         else:
             paths.append(item)  # load_image reports it as missing, in input order
     return paths, errors
+
+
+# ---- augmentation that cannot change what a caption says ----------------------------------------------------
+
+JITTER = 0.15  # brightness, contrast and saturation each scaled by a factor in [1 - JITTER, 1 + JITTER]
+GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma
+
+
+def jitter_colours(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A photo (S, S, 3) uint8 a little brighter or darker, flatter or punchier, paler or more saturated.
+
+    Chosen because a caption stays true under it: no flips ("left" and "right"), no crops (an object at the
+    edge, and the boxes attention supervision reads), no hue shifts (colour words).
+    """
+    brightness, contrast, saturation = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
+    pixels = image.astype(np.float32) * brightness
+    pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+    grey = (pixels @ GREY)[..., None]
+    pixels = grey + (pixels - grey) * saturation
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

@@ -126,7 +126,9 @@ def epoch_function(config: Config, splits, features, pairs, target_maps):
         cider = CiderD(references)
         return (lambda trainer, epoch: self_critical_epoch(trainer, features["train"], references, cider, epoch),
                 math.ceil(len(splits["train"]) / config.batch_size))
-    return (lambda trainer, epoch: teacher_forced_epoch(trainer, features["train"], *pairs["train"], epoch, target_maps),
+    views = features.get("train_views", [features["train"]])  # with augmented copies: one per epoch in turn
+    return (lambda trainer, epoch: teacher_forced_epoch(trainer, views[epoch % len(views)], *pairs["train"], epoch,
+                                                        target_maps),
             math.ceil(len(pairs["train"][0]) / config.batch_size))
 
 

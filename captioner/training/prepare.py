@@ -11,6 +11,7 @@ import numpy as np
 from captioner.config import Config
 from captioner.data.datasets import Split
 from captioner.data.features import DEFAULT_CACHE, FeatureStore, encode_in_memory
+from captioner.data.images import jitter_colours
 from captioner.data.vocabulary import Vocabulary
 from captioner.model.captioner import Captioner
 from captioner.model.saving import load_captioner
@@ -65,20 +66,36 @@ def encode_splits(captioner: Captioner, splits: dict[str, Split], config: Config
             continue
         if split.images is not None:
             features[name] = encode_in_memory(captioner.encoder, split.images, name)
+            if name == "train" and config.augment_copies:
+                features["train_views"] = [features[name]] + [
+                    encode_in_memory(captioner.encoder, jittered(split.images, view, config.seed), f"{name} copy {view}")
+                    for view in range(1, config.augment_copies + 1)]
             continue
         store = store or FeatureStore(config.feature_cache or DEFAULT_CACHE, captioner.encoder)
-        failed = store.extract_missing(split.paths, f"{name} images", worker, workers)
-        if workers > 1:  # wait for the other workers' shards
-            distribute.barrier(strategy)
-            store.refresh()
-            failed |= {path for path in split.paths if not store.has(path)}
+        views = 1 + (config.augment_copies if name == "train" else 0)
+        failed = set()
+        for view in range(views):
+            description = f"{name} images" + (f" (augmented copy {view})" if view else "")
+            failed |= store.extract_missing(split.paths, description, worker, workers, view, config.seed)
+            if workers > 1:  # wait for the other workers' shards
+                distribute.barrier(strategy)
+                store.refresh()
+                failed |= {path for path in split.paths if not store.has(path, view, config.seed)}
         if failed:
             print(f"{len(failed)} {name} images could not be read and are left out")
             splits[name] = split = split.without(failed)
         features[name] = store.view(split.paths)
+        if name == "train" and config.augment_copies:
+            features["train_views"] = [store.view(split.paths, view, config.seed) for view in range(views)]
     if store is not None:
         print(f"Feature cache: {store.directory} ({store.size_on_disk() / 2**20:.0f} MiB)")
     return splits, features
+
+
+def jittered(images: np.ndarray, view: int, seed: int) -> np.ndarray:
+    """Augmented copy number `view` of images held in memory (synthetic scenes)."""
+    rng = np.random.default_rng([seed, view])
+    return np.stack([jitter_colours(image, rng) for image in images])
 
 
 def caption_pairs(split: Split, vocabulary: Vocabulary, max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +111,10 @@ def check_fine_tuning(config: Config) -> None:
         raise ValueError(f"fine_tune_encoder must be 0 (frozen) or a number of blocks, not {config.fine_tune_encoder}")
     if config.fine_tune_encoder and config.self_critical:
         raise ValueError("encoder fine-tuning trains with cross-entropy; self-critical training keeps the encoder frozen")
+    if config.augment_copies < 0:
+        raise ValueError(f"augment_copies must be 0 or more, not {config.augment_copies}")
+    if config.augment_copies and config.self_critical:
+        raise ValueError("augmented copies are read by cross-entropy epochs; self-critical training reads the originals")
     if config.fine_tune_encoder and not config.encoder_learning_rate > 0:
         raise ValueError(f"encoder_learning_rate must be positive, not {config.encoder_learning_rate}")
 
