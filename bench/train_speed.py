@@ -175,7 +175,8 @@ def run_one(args) -> dict:
                                 jit_compile=xla)
     train = load_splits(config)["train"]
     vocabulary = Vocabulary.build([c for refs in train.captions for c in refs], config.min_word_count)
-    store = FeatureStore(args.feature_cache or DEFAULT_CACHE, Encoder(**config.encoder_kwargs()))
+    encoder = Encoder(**config.encoder_kwargs())  # frozen: the cache holds its features
+    store = FeatureStore(args.feature_cache or DEFAULT_CACHE, encoder)
     store.extract_missing(train.paths, "train images")
     features = store.view(train.paths)
     image_index, token_ids = caption_pairs(train, vocabulary, config.max_length)
@@ -203,7 +204,8 @@ def run_one(args) -> dict:
     if tutorial:
         train_step = tutorial_trainer(decoder, config, compiled_steps=variant == "tutorial_step_function")
     else:
-        trainer = Trainer(SimpleNamespace(decoder=decoder, feature_shape=features.shape[1:]), config, total_steps=10_000)
+        trainer = Trainer(SimpleNamespace(decoder=decoder, encoder=encoder, feature_shape=features.shape[1:]), config,
+                          total_steps=10_000)
         train_step = trainer.train_step
 
     # Compile (or, eager, warm up) once per caption length, outside the timing.
