@@ -64,6 +64,16 @@ def test_pointing_counts_the_top_cells_centre_only():
     assert 0 < coverage[edge] < 1 and not pointing(one_hot(edge), corners, GRID)
 
 
+def test_a_tie_for_the_top_scores_the_share_of_the_tied_cells_inside():
+    coverage, corners = shirt()
+    inside = [cell for cell in range(49) if pointing(one_hot(cell), corners, GRID)]
+    assert 0 < len(inside) < 49
+    assert pointing(np.full(49, 1 / 49), corners, GRID) == pytest.approx(len(inside) / 49)  # a flat map
+    two = np.zeros(49)
+    two[[inside[0], next(c for c in range(49) if c not in inside)]] = 0.5
+    assert pointing(two, corners, GRID) == 0.5
+
+
 def test_the_centre_cell_and_its_choice_on_an_even_grid():
     assert centre_cell((7, 7)) == 24
     assert centre_cell((2, 2)) == 3  # row 1, column 1: just below and right of the middle
@@ -82,7 +92,7 @@ def test_phrase_scores_use_the_mean_map_of_its_words_and_the_map_of_its_last():
     maps = np.stack([one_hot(48), one_hot(15), one_hot(48), one_hot(48)])  # words 1..2: inside, then outside
     scores = score_phrase(maps, 1, 2, coverage, corners, GRID, np.full(49, 1 / 49), hard=True)
     assert scores["mass_words"] == 0.5 and scores["mass_head"] == 0.0
-    assert scores["pointing_words"] == 1.0  # the mean map's top cell: the first of the tie, inside
+    assert scores["pointing_words"] == 0.5  # the mean map's top: a tie of a cell inside and one outside
     assert scores["mass_norm"] == pytest.approx(scores["chance"])
     assert scores["mass_words_drawn"] == 0.5  # one-hot maps are their own drawn maps
     np.testing.assert_array_equal(drawn_maps(np.array([[0.1, 0.7, 0.2]])), [[0, 1, 0]])

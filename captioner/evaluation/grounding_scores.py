@@ -60,9 +60,16 @@ def points_inside(cell: int, corners: np.ndarray, grid: tuple[int, int]) -> bool
     return bool(np.any((corners[:, 0] <= x) & (x <= corners[:, 2]) & (corners[:, 1] <= y) & (y <= corners[:, 3])))
 
 
-def pointing(weights: np.ndarray, corners: np.ndarray, grid: tuple[int, int]) -> bool:
-    """The pointing game: the highest-weight cell (the first, on ties) has its centre inside a box."""
-    return points_inside(int(np.argmax(weights)), corners, grid)
+def pointing(weights: np.ndarray, corners: np.ndarray, grid: tuple[int, int]) -> float:
+    """The pointing game: 1 if the highest-weight cell has its centre inside a box, else 0.
+
+    On a tie for the top (a flat map: no attention), the share of the tied cells whose centres are inside,
+    which is what breaking the tie at random scores on average; taking the first would always point at
+    the top-left corner.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    top = np.flatnonzero(np.isclose(weights, weights.max(), rtol=1e-6, atol=0.0))
+    return float(np.mean([points_inside(int(cell), corners, grid) for cell in top]))
 
 
 def centre_cell(grid: tuple[int, int]) -> int:
