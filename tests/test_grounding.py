@@ -208,7 +208,7 @@ def test_grounding_is_a_captioner_command():
 
 def test_synthetic_scenes_become_annotations_whose_boxes_hold_each_shape():
     from captioner.data import synthetic
-    from captioner.data.entities import scene_annotations
+    from captioner.data.entity_matching import scene_annotations
 
     scenes = synthetic.make_scenes(6, seed=3, image_size=96)
     for scene, annotation in zip(scenes, scene_annotations(scenes)):

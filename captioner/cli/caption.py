@@ -5,6 +5,8 @@
     captioner caption photo.jpg --overlay-dir overlays/ --overlay-style heatmap
     captioner caption photos/ --beam 3 --html report.html   # one page: hover a word to see its map
     captioner caption photo.jpg --model runs/synthetic-.../best.keras
+    captioner caption flickr8k/Flicker8k_Dataset/1000268201_693b08cb0e.jpg --html report.html \
+        --entities flickr30k_entities                  # the annotators' boxes beside each word's map
 
 Prints "path: caption" per image (JSON lines with --json). A file that cannot be
 read gets one "error: path: reason" line on stderr; the others are still
@@ -43,6 +45,7 @@ class Result:
     caption: Caption | None = None
     error: str | None = None
     display: np.ndarray | None = None  # the whole image, aspect ratio kept, for overlays and reports
+    boxes: list | None = None  # with --entities: per word, the annotated boxes of the phrases it heads
 
 
 def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
@@ -96,16 +99,30 @@ def write_overlay(result: Result, overlay_dir, index: int, per_word: bool = Fals
     if per_word:
         stem = overlay_path(overlay_dir, result.path, index).stem
         return draw_word_overlays(result.display, caption.words, caption.attention, overlay_dir, stem,
-                                  chosen_cells=caption.chosen_cells, **style)
+                                  chosen_cells=caption.chosen_cells, boxes=result.boxes, **style)
     return [draw_overlay(result.display, caption.words, caption.attention, overlay_path(overlay_dir, result.path, index),
-                         chosen_cells=caption.chosen_cells, **style)]
+                         chosen_cells=caption.chosen_cells, boxes=result.boxes, **style)]
 
 
 def report_entry(result: Result) -> ReportEntry:
     from captioner.visualize.report import ReportEntry
 
     caption = result.caption
-    return ReportEntry(result.path, result.display, caption.words, caption.attention, caption.score, caption.alternatives)
+    return ReportEntry(result.path, result.display, caption.words, caption.attention, caption.score, caption.alternatives,
+                       result.boxes)
+
+
+def attach_boxes(result: Result, entities_dir) -> bool:
+    """Give `result` the annotated boxes of its words when `entities_dir` annotates its image; whether it does.
+    ReaderError (a ValueError naming the file and line) for a malformed annotation."""
+    from captioner.data.entities import image_id, read_annotation
+    from captioner.data.entity_matching import boxes_of_words
+
+    annotation = read_annotation(entities_dir, image_id(result.path))
+    if annotation is None:
+        return False
+    result.boxes = boxes_of_words(annotation, result.caption.words)
+    return True
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="captioner caption", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +145,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="hard-attention models: use the most likely location (argmax, marked in overlays) "
                              "or the expected context")
     parser.add_argument("--html", default=None, help="write one self-contained HTML page for all images here")
+    parser.add_argument("--entities", default=None, metavar="DIR",
+                        help="a Flickr30k Entities folder (Sentences/, Annotations/): overlays and --html also draw, "
+                             "for each word, the annotated boxes of the phrases it heads (images it annotates only)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
     if args.beam < 1:
@@ -136,6 +156,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--max-length must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.entities and not (args.html or args.overlay_dir):
+        parser.error("--entities draws boxes on overlays or in the HTML report: give --overlay-dir or --html")
     if not 0 <= args.alpha <= 1:
         parser.error("--alpha must be in [0, 1]")
     if args.panel_size <= 0:
@@ -182,18 +204,32 @@ def main(argv=None) -> int:
         return 2
     if args.hard_inference:
         captioner.decoder.hard_inference = args.hard_inference
+    if args.entities:
+        from captioner.data.entities import check_layout
+
+        try:
+            check_layout(args.entities)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     paths, input_errors = expand_inputs(args.inputs)
     for message in input_errors:
         print(f"error: {message}", file=sys.stderr)
     failures = len(input_errors)
     style = dict(style=args.overlay_style, colormap=args.colormap, alpha=args.alpha, panel_inches=args.panel_size)
-    report = []
+    report, annotated = [], 0
     for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size, args.length_penalty)):
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
             failures += 1
             continue
         print(result_json(result, captioner) if args.json else f"{result.path}: {result.caption.text}", flush=True)
+        if args.entities:
+            try:
+                annotated += attach_boxes(result, args.entities)
+            except ValueError as error:  # a malformed annotation file: say which, draw no boxes, go on
+                print(f"error: {error}", file=sys.stderr)
+                failures += 1
         if args.html:
             report.append(report_entry(result))
         if args.overlay_dir:
@@ -213,6 +249,9 @@ def main(argv=None) -> int:
         except OSError as error:
             print(f"error: {error.filename or args.html}: report not written ({error.strerror or error})", file=sys.stderr)
             failures += 1
+    if args.entities:
+        print(f"annotated boxes drawn for {annotated} of {len(paths)} images (the others have no annotation files in "
+              f"{args.entities})", file=sys.stderr)
     if failures:
         print(f"{failures} input(s) failed, {len(paths) + len(input_errors) - failures} captioned", file=sys.stderr)
     return 1 if failures else 0

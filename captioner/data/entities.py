@@ -270,34 +270,3 @@ def attention_targets(split, entities_dir, vocabulary, max_length: int, grid: tu
             "words_supervised", "phrases_too_large")
     return targets, {key: int(counts[key]) for key in keys}
 
-
-# ---- synthetic scenes as Entities annotations ---------------------------------------------------------------
-
-def scene_annotations(scenes) -> list[Annotation]:
-    """Synthetic scenes (`captioner.data.synthetic`) as Annotations, so their grounding is measured by the same code
-    as photos: each shape is a chain with its bounding box, each caption phrase naming it ("large red circle") a
-    Phrase typed by the shape, its head the shape word."""
-    annotations = []
-    for index, scene in enumerate(scenes):
-        height, width = scene.image.shape[:2]
-        boxes = {}
-        for chain, shape in enumerate(scene.objects, start=1):
-            (x, y), radius = shape.centre, shape.radius
-            # pixels i (1-based) span [i - 1, i): the box holds every pixel the shape's disc touches
-            boxes[chain] = ((max(1, int(np.floor(x - radius)) + 1), max(1, int(np.floor(y - radius)) + 1),
-                             min(width, int(np.ceil(x + radius))), min(height, int(np.ceil(y + radius)))),)
-        sentences = []
-        for caption, word_objects in zip(scene.captions, scene.word_objects):
-            words = tuple(caption.split())
-            phrases, position = [], 0
-            while position < len(words):
-                shape = word_objects[position]
-                end = position
-                while end + 1 < len(words) and word_objects[end + 1] == shape:
-                    end += 1
-                if shape >= 0:
-                    phrases.append(Phrase(shape + 1, (scene.objects[shape].shape,), position, end))
-                position = end + 1
-            sentences.append(Sentence(caption, words, tuple(phrases)))
-        annotations.append(Annotation(str(index), width, height, boxes, frozenset(), frozenset(), tuple(sentences)))
-    return annotations

@@ -16,7 +16,7 @@ Hard-attention models (argmax inference) are scored on their soft alpha and on t
 files are skipped and counted. Writes DIR/grounding.json (--out) and prints a table per entity type.
 
 Synthetic scenes are scored by the same code: each shape is an entity with its bounding box, each phrase naming
-it ("large red circle") a phrase of the shape's type (`captioner.data.entities.scene_annotations`).
+it ("large red circle") a phrase of the shape's type (`captioner.data.entity_matching.scene_annotations`).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def load(args):
     captioner = load_captioner(args.model)
     config = Config(dataset=args.dataset, data_dir=args.data_dir, backbone=captioner.encoder.backbone_name)
     if args.dataset == "synthetic":  # the demo's scenes: the default split sizes and seed of `train.py`
-        from captioner.data.entities import scene_annotations
+        from captioner.data.entity_matching import scene_annotations
 
         config.image_size = captioner.encoder.image_size
         split = load_splits(config)[args.split]

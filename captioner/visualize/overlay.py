@@ -24,6 +24,7 @@ PANEL_INCHES = 2.2
 MAX_COLUMNS = 5
 DIM = 0.25  # brightness left where the model did not look
 STYLES = ("spotlight", "heatmap")
+BOX_COLOUR = "#69f0ae"  # the human boxes of the phrases a word heads (`--entities`): green, apart from the map
 
 
 def upsample_attention(attention: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -45,7 +46,14 @@ def spotlight(image: np.ndarray, mask: np.ndarray, dim: float = DIM) -> np.ndarr
     return (image.astype(np.float32) * weight).astype(np.uint8)
 
 
-def _draw_panel(ax, image, attention_map, title, style, colormap, alpha, chosen_cell=None):
+def _draw_boxes(ax, boxes, height: int, width: int) -> None:
+    """Dashed outlines of boxes given as fractions (x0, y0, x1, y1) of the image's width and height."""
+    for x0, y0, x1, y1 in boxes:
+        ax.add_patch(Rectangle((x0 * width - 0.5, y0 * height - 0.5), (x1 - x0) * width, (y1 - y0) * height,
+                               fill=False, edgecolor=BOX_COLOUR, linewidth=1.5, linestyle="--"))
+
+
+def _draw_panel(ax, image, attention_map, title, style, colormap, alpha, chosen_cell=None, boxes=None):
     height, width = image.shape[:2]
     mask = upsample_attention(attention_map, height, width)
     if style == "spotlight":
@@ -59,6 +67,8 @@ def _draw_panel(ax, image, attention_map, title, style, colormap, alpha, chosen_
         cell_height, cell_width = height / rows, width / columns
         ax.add_patch(Rectangle((column * cell_width - 0.5, row * cell_height - 0.5), cell_width, cell_height,
                                fill=False, edgecolor="#00e5ff", linewidth=2))
+    if boxes is not None:
+        _draw_boxes(ax, boxes, height, width)
     ax.set_title(title, fontsize=10)
     ax.axis("off")
 
@@ -88,13 +98,14 @@ def _check(style: str, words, attention) -> None:
 
 def draw_overlay(image: np.ndarray, words: list[str], attention: np.ndarray, path, style: str = "spotlight",
                  colormap: str = "inferno", alpha: float = 0.5, panel_inches: float = PANEL_INCHES,
-                 max_columns: int = MAX_COLUMNS, chosen_cells=None) -> Path:
+                 max_columns: int = MAX_COLUMNS, chosen_cells=None, boxes=None) -> Path:
     """Write one PNG: the image, then one panel per word with its attention over the image.
 
     image (H, W, 3) uint8, any aspect ratio; attention (at least len(words), rows, columns).
     style "spotlight" dims what the model did not look at; "heatmap" lays `colormap` over
     the image with transparency `alpha`. chosen_cells: for hard attention, the (row, column)
-    used for each word, outlined. Panels wrap after `max_columns`.
+    used for each word, outlined. boxes: for each word, (K, 4) reference boxes as fractions of the
+    image (`captioner.data.entity_matching.boxes_of_words`), drawn dashed. Panels wrap after `max_columns`.
     """
     _check(style, words, attention)
     panels = len(words) + 1
@@ -104,13 +115,13 @@ def draw_overlay(image: np.ndarray, words: list[str], attention: np.ndarray, pat
     for index, word in enumerate(words):
         chosen = None if chosen_cells is None else chosen_cells[index]
         _draw_panel(axes[index + 1], image, attention[index], f"{word} ({attention[index].max():.2f})", style,
-                    colormap, alpha, chosen)
+                    colormap, alpha, chosen, None if boxes is None else boxes[index])
     return _save(figure, path)
 
 
 def draw_word_overlays(image: np.ndarray, words: list[str], attention: np.ndarray, directory, stem: str,
                        style: str = "spotlight", colormap: str = "inferno", alpha: float = 0.5,
-                       panel_inches: float = 4.0, chosen_cells=None) -> list[Path]:
+                       panel_inches: float = 4.0, chosen_cells=None, boxes=None) -> list[Path]:
     """One PNG per word, `STEM_NN_WORD.png` in `directory`: the same panels as `draw_overlay`, larger."""
     _check(style, words, attention)
     paths = []
@@ -118,7 +129,7 @@ def draw_word_overlays(image: np.ndarray, words: list[str], attention: np.ndarra
         figure, axes = _figure(1, 1, panel_inches, image.shape[0] / image.shape[1])
         chosen = None if chosen_cells is None else chosen_cells[index]
         _draw_panel(axes[0], image, attention[index], f"{word} ({attention[index].max():.2f})", style, colormap,
-                    alpha, chosen)
+                    alpha, chosen, None if boxes is None else boxes[index])
         safe_word = re.sub(r"[^\w-]", "_", word)
         paths.append(_save(figure, Path(directory) / f"{stem}_{index:02d}_{safe_word}.png"))
     return paths

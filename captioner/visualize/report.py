@@ -31,6 +31,7 @@ class ReportEntry:
     attention: np.ndarray  # (at least len(words), rows, columns)
     score: float | None = None
     alternatives: list[tuple[str, float]] = field(default_factory=list)
+    boxes: list | None = None  # per word, (K, 4) reference boxes as fractions of the image (`--entities`)
 
 
 def _data_uri(image: np.ndarray) -> str:
@@ -49,6 +50,8 @@ def _entry_json(entry: ReportEntry) -> dict:
         "attention": np.round(entry.attention[: len(entry.words)], GRID_DECIMALS).reshape(len(entry.words), -1).tolist(),
         "score": entry.score,
         "alternatives": [[text, round(score, 4)] for text, score in entry.alternatives],
+        "boxes": None if entry.boxes is None else [np.round(np.asarray(b, dtype=float).reshape(-1, 4), 4).tolist()
+                                                   for b in entry.boxes[: len(entry.words)]],
     }
 
 
@@ -121,6 +124,15 @@ function drawEntry(canvas, image, entry, wordIndex) {
   context.imageSmoothingEnabled = true;
   context.imageSmoothingQuality = "high";
   context.drawImage(grid, 0, 0, canvas.width, canvas.height);
+  // The human boxes of the phrases this word heads (captioner caption --entities), dashed green.
+  const boxes = entry.boxes ? entry.boxes[wordIndex] : [];
+  context.setLineDash([8, 5]);
+  context.lineWidth = Math.max(2, canvas.width / 240);
+  context.strokeStyle = "#69f0ae";
+  for (const [x0, y0, x1, y1] of boxes) {
+    context.strokeRect(x0 * canvas.width, y0 * canvas.height, (x1 - x0) * canvas.width, (y1 - y0) * canvas.height);
+  }
+  context.setLineDash([]);
 }
 
 function addEntry(entry, number) {
@@ -148,8 +160,10 @@ function addEntry(entry, number) {
   const show = (index, span) => {
     caption.querySelectorAll(".word").forEach(w => w.classList.toggle("active", w === span));
     if (image.complete) drawEntry(canvas, image, entry, index);
+    const boxed = index >= 0 && entry.boxes && entry.boxes[index].length ?
+      `; dashed: the ${entry.boxes[index].length} annotated box(es) of "${entry.words[index]}"` : "";
     peak.textContent = index < 0 ? "" :
-      `"${entry.words[index]}": peak weight ${Math.max(...entry.attention[index]).toFixed(2)}`;
+      `"${entry.words[index]}": peak weight ${Math.max(...entry.attention[index]).toFixed(2)}${boxed}`;
   };
   entry.words.forEach((word, index) => {
     const span = document.createElement("span");
