@@ -35,9 +35,12 @@ def test_features_match_the_encoder_and_survive_a_new_store(tmp_path, encoder, i
     class MustNotEncode:  # the same encoder, except that encoding anything fails the test
         grid, feature_size, image_size = encoder.grid, encoder.feature_size, encoder.image_size
         backbone_name, layer_name, backbone = encoder.backbone_name, encoder.layer_name, encoder.backbone
+        split_layer, below, cached_shape = encoder.split_layer, encoder.below, encoder.cached_shape
 
         def __call__(self, images):
             raise AssertionError("a cached image was encoded again")
+
+        encode_below = __call__  # what the cache stores
 
     again = FeatureStore(tmp_path / "cache", encoder)
     again.encoder = MustNotEncode()
