@@ -39,3 +39,29 @@ def imagenet_weights_available() -> bool:
     except WeightsUnavailableError:
         return False
     return True
+
+
+def interrupt_after_first_epoch(monkeypatch) -> None:
+    """Make training raise KeyboardInterrupt (Ctrl-C) right after it writes its first last-checkpoint;
+    `monkeypatch.undo()` (or the test's end) puts the real save back."""
+    from captioner.training import callbacks
+
+    real_save = callbacks.save_checkpoint
+
+    def save_then_interrupt(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if str(path).endswith(callbacks.LAST_CHECKPOINT):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks, "save_checkpoint", save_then_interrupt)
+
+
+def assert_same_checkpoints(first, second) -> None:
+    """The weights and optimizer state of two checkpoint files agree (to float rounding)."""
+    import numpy as np
+
+    a, b = np.load(first), np.load(second)
+    keys = [k for k in a.files if k.startswith(("model/", "optimizer/"))]
+    assert keys
+    for key in keys:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL_IMAGE, TINY_RUN
+from helpers import SMALL_IMAGE, TINY_RUN, assert_same_checkpoints, interrupt_after_first_epoch
 from PIL import Image
 
 from captioner.cli import caption as predict
@@ -109,33 +109,19 @@ def test_predict_refuses_a_missing_model(tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    from captioner.training import callbacks
-
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(straight)]) == 0
 
-    real_save = callbacks.save_checkpoint
-
-    def save_then_interrupt(path, *args, **kwargs):  # Ctrl-C right after the first epoch's last checkpoint
-        real_save(path, *args, **kwargs)
-        if str(path).endswith(callbacks.LAST_CHECKPOINT):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks, "save_checkpoint", save_then_interrupt)
+    interrupt_after_first_epoch(monkeypatch)
     assert train.main(TINY_RUN + ["--epochs", "2", "--run-dir", str(interrupted)]) == 130
-    monkeypatch.setattr(callbacks, "save_checkpoint", real_save)
+    monkeypatch.undo()
     rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1]
 
     assert train.main(["--resume", "--run-dir", str(interrupted)]) == 0
     rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
-    a = np.load(straight / "checkpoints/last.npz")
-    b = np.load(interrupted / "checkpoints/last.npz")
-    keys = [k for k in a.files if k.startswith(("model/", "optimizer/"))]
-    assert keys
-    for key in keys:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_same_checkpoints(straight / "checkpoints/last.npz", interrupted / "checkpoints/last.npz")
 
 
 def test_evaluate_scores_a_split_and_writes_coco_results(trained_run, tmp_path, capsys):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL_IMAGE, TINY_RUN
+from helpers import SMALL_IMAGE, TINY_RUN, assert_same_checkpoints, interrupt_after_first_epoch
 
 from captioner.cli import train
 from captioner.data.features import FeatureStore
@@ -68,30 +68,17 @@ def test_a_fine_tuned_model_loads_with_its_encoder_and_captions_alike(fine_tuned
 
 
 def test_an_interrupted_fine_tuning_run_resumes_to_the_same_weights(decoder_run, fine_tuned_run, tmp_path, monkeypatch):
-    from captioner.training import callbacks
-
     interrupted = tmp_path / "interrupted"
-    real_save = callbacks.save_checkpoint
-
-    def save_then_interrupt(path, *args, **kwargs):  # Ctrl-C right after the first epoch's last checkpoint
-        real_save(path, *args, **kwargs)
-        if str(path).endswith(callbacks.LAST_CHECKPOINT):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks, "save_checkpoint", save_then_interrupt)
+    interrupt_after_first_epoch(monkeypatch)
     assert fine_tune(decoder_run, interrupted) == 130
-    monkeypatch.setattr(callbacks, "save_checkpoint", real_save)
+    monkeypatch.undo()
     assert train.main(["--resume", "--run-dir", str(interrupted)]) == 0
     rows = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
-    straight = np.load(fine_tuned_run / "checkpoints/last.npz")
-    resumed = np.load(interrupted / "checkpoints/last.npz")
-    keys = [k for k in straight.files if k.startswith(("model/", "optimizer/"))]
     # the encoder's blocks and their optimizer's moments are in the checkpoint too
-    names = [str(name) for name in straight["model_names"]]
+    names = [str(name) for name in np.load(fine_tuned_run / "checkpoints/last.npz")["model_names"]]
     assert any("block_13_expand" in name for name in names)
-    for key in keys:
-        np.testing.assert_allclose(straight[key], resumed[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_same_checkpoints(fine_tuned_run / "checkpoints/last.npz", interrupted / "checkpoints/last.npz")
 
 
 def test_the_cache_holds_the_activations_below_the_fine_tuned_blocks(tmp_path):
