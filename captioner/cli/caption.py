@@ -7,10 +7,15 @@
     captioner caption photo.jpg --model runs/synthetic-.../best.keras
     captioner caption flickr8k/Flicker8k_Dataset/1000268201_693b08cb0e.jpg --html report.html \
         --entities flickr30k_entities                  # the annotators' boxes beside each word's map
+    captioner caption photos/ --engine keras           # the Keras model even for a few photos
 
 Prints "path: caption" per image (JSON lines with --json). A file that cannot be
 read gets one "error: path: reason" line on stderr; the others are still
 captioned, and the exit status is 1.
+
+A few photos are captioned by the NumPy copy of the model (`captioner.numpy_model`): the same captions
+and maps, without starting TensorFlow (about 5 s of a cold run on 2 cores). Many photos, or a model
+it cannot run, go through the Keras model, whose compiled, batched search is faster per photo.
 
 The library side: `caption_files` loads what can be loaded, reports what cannot and captions
 the rest in batches.
@@ -32,11 +37,17 @@ from captioner.data.images import ImageError, load_images
 from captioner.utils.quiet import import_tensorflow_quietly
 
 if TYPE_CHECKING:  # TensorFlow loads after the flags are read (and quietly); matplotlib only for overlays
-    from captioner.model.captioner import Caption, Captioner
+    from captioner.model.caption import Caption
+    from captioner.model.captioner import Captioner
+    from captioner.numpy_model import NumpyCaptioner
     from captioner.visualize.report import ReportEntry
 
 ATTENTION_DECIMALS = 4
 DEFAULT_COLORMAP = "inferno"
+ENGINES = ("auto", "numpy", "keras")
+# With more photos than this, `--engine auto` uses the Keras model: its start-up (importing TensorFlow,
+# building the model, compiling the search) is repaid by faster batches (bench/RESULTS.md, "Cold start").
+NUMPY_MAX_PHOTOS = 24
 
 
 @dataclasses.dataclass
@@ -48,7 +59,7 @@ class Result:
     boxes: list | None = None  # with --entities: per word, the annotated boxes of the phrases it heads
 
 
-def caption_files(captioner: Captioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
+def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
                   batch_size: int = 16, length_penalty: float = 0.0) -> Iterator[Result]:
     """One Result per path, in order; a bad file gives a Result with `error` and the others go on."""
     size = captioner.encoder.image_size
@@ -149,6 +160,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a Flickr30k Entities folder (Sentences/, Annotations/): overlays and --html also draw, "
                              "for each word, the annotated boxes of the phrases it heads (images it annotates only)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help=f"numpy: the model in NumPy, quick to start; keras: the compiled Keras model, faster "
+                             f"per photo; auto (default): numpy for up to {NUMPY_MAX_PHOTOS} photos when it can run "
+                             f"the model")
     args = parser.parse_args(argv)
     if args.beam < 1:
         parser.error("--beam must be at least 1")
@@ -188,17 +203,34 @@ def import_tensorflow_without_matplotlib() -> None:
             del sys.modules["matplotlib"]
 
 
+def load_model(path, engine: str = "auto", photos: int = 1) -> Captioner:
+    """The model at `path`, run by NumPy (no TensorFlow to start) or by Keras, as `engine` and the
+    number of photos say; ValueError naming the file if it cannot be loaded."""
+    if engine == "numpy" or (engine == "auto" and photos <= NUMPY_MAX_PHOTOS):
+        from captioner.numpy_model import UnsupportedModel, load_numpy_captioner
+
+        try:
+            return load_numpy_captioner(path)
+        except UnsupportedModel as error:
+            if engine == "numpy":
+                raise ValueError(f"{error} (use --engine keras)") from error
+    import_tensorflow_without_matplotlib()
+    from captioner.model.saving import load_captioner
+
+    return load_captioner(path)
+
+
 @quiet_on_broken_pipe
 def main(argv=None) -> int:
     exit_without_collecting_garbage()
     args = parse_args(argv)
-    import_tensorflow_without_matplotlib()
     from captioner.data.images import expand_inputs
-    from captioner.model.saving import default_model_path, load_captioner
+    from captioner.model.shipped import default_model_path
 
+    paths, input_errors = expand_inputs(args.inputs)
     model_path = args.model or default_model_path()
     try:
-        captioner = load_captioner(model_path)
+        captioner = load_model(model_path, args.engine, len(paths))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -212,7 +244,6 @@ def main(argv=None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    paths, input_errors = expand_inputs(args.inputs)
     for message in input_errors:
         print(f"error: {message}", file=sys.stderr)
     failures = len(input_errors)

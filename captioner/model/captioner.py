@@ -6,31 +6,17 @@ reads it back without downloading anything.
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from captioner.data.vocabulary import Vocabulary
+from captioner.model.caption import Caption, best_caption
 from captioner.model.decoder import DecoderWithAttention
 from captioner.model.encoder import Encoder
 from captioner.model.ensemble import EnsembleDecoder
 from captioner.model.search import beam_search, greedy_search, sample_search
 from captioner.utils.graph import compile_function
-
-
-@dataclasses.dataclass
-class Caption:
-    words: list[str]
-    attention: np.ndarray  # (len(words) + 1, rows, columns): one map per word, then `<end>`'s
-    score: float | None = None  # beam search's (normalised) log probability
-    alternatives: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # beam search's runners-up
-    chosen_cells: list[tuple[int, int]] | None = None  # hard attention (argmax): the one cell used for each word
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.words)
 
 
 ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
@@ -110,16 +96,8 @@ class Captioner(keras.Model):
 
     def _caption(self, word_ids, weights, scores) -> Caption:
         """The best of an image's captions (K, T) with its attention maps; the others as alternatives."""
-        rows, columns = self.grid
-        words = self.vocabulary.decode(word_ids[0])
-        steps = min(len(words) + 1, word_ids.shape[1])  # the words and the `<end>` after them
-        alternatives = [(" ".join(self.vocabulary.decode(ids)), float(score))
-                        for ids, score in zip(word_ids[1:], scores[1:]) if np.isfinite(score)]
-        attention = weights[0, :steps].reshape(steps, rows, columns)
-        chosen = None
-        if self.decoder.hard_attention and self.decoder.hard_inference == "argmax":
-            chosen = [tuple(int(i) for i in np.unravel_index(np.argmax(m), m.shape)) for m in attention]
-        return Caption(words, attention, None if np.isnan(scores[0]) else float(scores[0]), alternatives, chosen)
+        marks_chosen = self.decoder.hard_attention and self.decoder.hard_inference == "argmax"
+        return best_caption(self.vocabulary, self.grid, word_ids, weights, scores, marks_chosen)
 
     def _search_function(self, beam_size: int, max_length: int, length_penalty: float):
         vocabulary = self.vocabulary

@@ -14,14 +14,9 @@ import keras
 import numpy as np
 
 from captioner.model.captioner import Captioner
+from captioner.model.shipped import SHIPPED_MODEL, default_model_path  # noqa: F401 (re-exported)
 from captioner.utils.atomic import atomic_path
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "flickr8k_mobilenetv2.keras"
-
-
-def default_model_path() -> Path:
-    """The model shipped in captioner/pretrained/ (or $CAPTIONER_MODEL): used when no --model is given."""
-    return Path(os.environ.get("CAPTIONER_MODEL", SHIPPED_MODEL))
 
 
 def save_model(model: Captioner, path, weights_dtype: str = "float32") -> None:

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-NEGATIVE_INFINITY = -1e9  # large but finite, so that 0 * it stays 0
-# Never generated: padding, `<start>`, and `<unk>`, which is not a word anyone wants to read
-# (a caption says "a building" with the word it has rather than "a <unk>").
-PAD_ID, START_ID, UNKNOWN_ID = 0, 1, 3
+from captioner.model.search_constants import NEGATIVE_INFINITY, PAD_ID, START_ID, UNKNOWN_ID
 
 
 def _word_penalty(vocabulary_size: int, word_ids) -> tf.Tensor:

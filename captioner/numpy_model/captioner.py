@@ -1,0 +1,107 @@
+"""A `.keras` captioner loaded into NumPy: `load_numpy_captioner(path).caption(images, beam_size)`.
+
+The same interface as the Keras `Captioner` for what captioning needs (`caption`, `decode_features`,
+`grid`, `vocabulary`, `encoder.image_size`, `decoder.hard_inference`), and the same `Caption`s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from captioner.data.vocabulary import Vocabulary
+from captioner.model.caption import Caption, best_caption
+from captioner.numpy_model.decoder import Decoder, Ensemble
+from captioner.numpy_model.mobilenet_v2 import MobileNetV2
+from captioner.numpy_model.search import beam_search, greedy_search
+from captioner.numpy_model.weights import KerasFile
+
+ENCODE_BATCH = 8  # images per encoder call: MobileNetV2's early maps take about 5 MB per image each
+
+
+class UnsupportedModel(ValueError):
+    """The model holds something the NumPy version does not run (another backbone): use the Keras model."""
+
+
+class Encoder:
+    """images (B, S, S, 3), RGB in [0, 255] -> features (B, L, D), like `captioner.model.encoder.Encoder`."""
+
+    def __init__(self, config: dict, keras_file: KerasFile):
+        if config.get("backbone") != "mobilenet_v2":
+            raise UnsupportedModel(f"{keras_file.path}: the NumPy model runs MobileNetV2 encoders, not "
+                                   f"{config.get('backbone')}")
+        self.image_size = config["image_size"]
+        try:
+            self.network = MobileNetV2(lambda name: keras_file.variables(f"encoder/backbone/layers/{name}"),
+                                       cut=config.get("layer") or "out_relu")
+        except ValueError as error:
+            raise UnsupportedModel(f"{keras_file.path}: {error}") from error
+        # The grid, from the network's strides: a probe image would cost a forward pass.
+        rows = columns = self.image_size
+        for name in ("Conv1", "block_1_pad", "block_3_pad", "block_6_pad", "block_13_pad"):
+            if self._reaches(name):
+                rows, columns = -(-rows // 2), -(-columns // 2)
+        self.grid = (rows, columns)
+
+    def _reaches(self, name: str) -> bool:
+        return any(layer == name for layer, _, _ in self.network._layers)
+
+    def __call__(self, images) -> np.ndarray:
+        features = self.network(images)
+        return features.reshape(len(features), -1, features.shape[-1])
+
+
+class NumpyCaptioner:
+    def __init__(self, keras_file: KerasFile):
+        config = keras_file.config
+        self.vocabulary = Vocabulary(config["vocabulary"])
+        self.max_length = config.get("max_length", 20)
+        self.encoder = Encoder(config["encoder"], keras_file)
+        decoder = config["decoder"]
+        try:
+            if isinstance(decoder, list):  # an ensemble: members saved in order, named by their class
+                self.decoder = Ensemble([
+                    Decoder({**member, "vocabulary_size": len(self.vocabulary)},
+                            _under(keras_file, "decoder/members/decoder_with_attention" + (f"_{index}" if index else "")))
+                    for index, member in enumerate(decoder)])
+            else:
+                self.decoder = Decoder({**decoder, "vocabulary_size": len(self.vocabulary)}, _under(keras_file, "decoder"))
+        except ValueError as error:
+            raise UnsupportedModel(str(error)) from error
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.encoder.grid
+
+    def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
+                        length_penalty: float = 0.0) -> list[Caption]:
+        max_length = max_length or self.max_length
+        start_id, end_id = self.vocabulary.start_id, self.vocabulary.end_id
+        features = np.asarray(features, np.float32)
+        if beam_size == 1 and length_penalty == 0:
+            word_ids, weights = greedy_search(self.decoder, features, start_id, end_id, max_length)
+            word_ids, weights, scores = word_ids[:, None], weights[:, None], np.full((len(features), 1), np.nan)
+        else:
+            word_ids, weights, scores = beam_search(self.decoder, features, start_id, end_id, max_length, beam_size,
+                                                    length_penalty=length_penalty)
+        marks_chosen = self.decoder.hard_attention and self.decoder.hard_inference == "argmax"
+        return [best_caption(self.vocabulary, self.grid, ids, maps, image_scores, marks_chosen)
+                for ids, maps, image_scores in zip(word_ids, weights, scores)]
+
+    def caption(self, images, beam_size: int = 1, max_length: int | None = None,
+                length_penalty: float = 0.0) -> list[Caption]:
+        """Captions for images (B, S, S, 3) with RGB values in [0, 255]."""
+        captions = []
+        for start in range(0, len(images), ENCODE_BATCH):
+            features = self.encoder(images[start : start + ENCODE_BATCH])
+            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty))
+        return captions
+
+
+def _under(keras_file: KerasFile, prefix: str):
+    """The variables of the layers under `prefix` ("" for the layer's own)."""
+    return lambda path: keras_file.variables(f"{prefix}/{path}" if path else prefix)
+
+
+def load_numpy_captioner(path) -> NumpyCaptioner:
+    """ValueError naming the file if it is not a captioner; UnsupportedModel if NumPy cannot run it."""
+    return NumpyCaptioner(KerasFile(path))

@@ -1,0 +1,139 @@
+"""The decoder's step in NumPy (`captioner.model.decoder` has the equations), and the ensemble's average.
+
+Shapes as there: B images (times beams), L locations, D feature size, V words.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow for large -x
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class Dense:
+    """x @ kernel + bias, then the activation (the variables of a keras Dense layer)."""
+
+    def __init__(self, variables: list[np.ndarray], activation: Callable | None = None):
+        self.kernel = variables[0]
+        self.bias = variables[1] if len(variables) > 1 else None
+        self.activation = activation
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self.kernel
+        if self.bias is not None:
+            y += self.bias
+        return self.activation(y) if self.activation else y
+
+
+def _relu(x):
+    return np.maximum(x, 0.0)
+
+
+class Decoder:
+    """One `DecoderWithAttention`: config as saved, variables(path) its weights under its own path."""
+
+    def __init__(self, config: dict, variables: Callable[[str], list[np.ndarray]]):
+        self.vocabulary_size = config["vocabulary_size"]
+        self.score = config.get("attention", "additive")
+        self.hard_attention = config.get("hard_attention", False)
+        self.hard_inference = config.get("hard_inference", "argmax")
+        self.feature_projection = (Dense(variables("feature_projection"), _relu)
+                                   if config.get("feature_units") else None)
+        self.location_embedding = variables("")[0] if config.get("location_embedding", True) else None
+        self.init_h = Dense(variables("init_h"), np.tanh)
+        self.init_c = Dense(variables("init_c"), np.tanh)
+        if self.score == "additive":
+            self.key_projection = Dense(variables("attention/feature_projection"))
+            self.query_projection = Dense(variables("attention/query_projection"))
+            self.score_vector = Dense(variables("attention/score_vector"))
+        elif self.score == "general":
+            self.query_projection = Dense(variables("attention/query_projection"))
+        self.gate = Dense(variables("gate"), _sigmoid)
+        (self.embedding,) = variables("embedding")
+        self.lstm_kernel, self.lstm_recurrent_kernel, self.lstm_bias = variables("lstm_cell")
+        self.hidden_to_embedding = Dense(variables("hidden_to_embedding"))
+        self.context_to_embedding = Dense(variables("context_to_embedding"))
+        self.output_projection = Dense(variables("output_projection"))
+
+    def prepare(self, features: np.ndarray):
+        """features (B, L, raw D) -> features (B, L, D), keys, [h, c]: what depends only on the image."""
+        if self.feature_projection is not None:
+            features = self.feature_projection(features)
+        if self.location_embedding is not None:
+            features = features + self.location_embedding
+        mean_feature = features.mean(axis=1)
+        keys = self.key_projection(features) if self.score == "additive" else features
+        return features, keys, [self.init_h(mean_feature), self.init_c(mean_feature)]
+
+    def attend(self, features, keys, hidden):
+        """-> context (B, D), attention weights (B, L)."""
+        if self.score == "none":
+            scores = np.zeros(keys.shape[:2], np.float32)
+        elif self.score == "additive":
+            scores = self.score_vector(np.tanh(keys + self.query_projection(hidden)[:, None]))[..., 0]
+        else:
+            query = self.query_projection(hidden) if self.score == "general" else hidden
+            scores = np.einsum("bld,bd->bl", keys, query)
+            if self.score == "scaled_dot":
+                scores = scores / np.float32(math.sqrt(keys.shape[-1]))
+        weights = _softmax(scores)
+        return np.einsum("bl,bld->bd", weights, features), weights
+
+    def step(self, previous_words, state, features, keys):
+        """previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L)."""
+        hidden, memory = state
+        context, weights = self.attend(features, keys, hidden)
+        if self.hard_attention and self.hard_inference == "argmax":  # one location: the most likely
+            context = features[np.arange(len(features)), weights.argmax(axis=-1)]
+        context = self.gate(hidden) * context
+        embedded = self.embedding[previous_words]
+        # keras.layers.LSTMCell: gates input, forget, cell, output, in that order.
+        gates = np.concatenate([embedded, context], axis=-1) @ self.lstm_kernel + hidden @ self.lstm_recurrent_kernel
+        gates += self.lstm_bias
+        input_gate, forget_gate, candidate, output_gate = np.split(gates, 4, axis=-1)
+        memory = _sigmoid(forget_gate) * memory + _sigmoid(input_gate) * np.tanh(candidate)
+        hidden = _sigmoid(output_gate) * np.tanh(memory)
+        deep_output = embedded + self.hidden_to_embedding(hidden) + self.context_to_embedding(context)
+        return self.output_projection(deep_output), [hidden, memory], weights
+
+
+class Ensemble:
+    """Several decoders as one: log of their mean next-word probabilities, the mean of their maps."""
+
+    hard_attention, hard_inference = False, "expected"
+
+    def __init__(self, members: list[Decoder]):
+        self.members = members
+        self.vocabulary_size = members[0].vocabulary_size
+
+    def prepare(self, features):
+        prepared = [member.prepare(features) for member in self.members]
+        return ([p[0] for p in prepared], [p[1] for p in prepared], [tensor for p in prepared for tensor in p[2]])
+
+    def step(self, previous_words, state, features, keys):
+        log_probs, new_state, weights = [], [], []
+        for index, member in enumerate(self.members):
+            logits, member_state, member_weights = member.step(
+                previous_words, state[2 * index : 2 * index + 2], features[index], keys[index])
+            log_probs.append(log_softmax(logits))
+            new_state.extend(member_state)
+            weights.append(member_weights)
+        stacked = np.stack(log_probs)
+        top = stacked.max(axis=0)
+        average = top + np.log(np.exp(stacked - top).sum(axis=0)) - math.log(len(log_probs))
+        return average, new_state, np.mean(np.stack(weights), axis=0)

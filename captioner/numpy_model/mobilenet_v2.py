@@ -1,0 +1,161 @@
+"""MobileNetV2 (Sandler et al. 2018) in NumPy: inference only, with the weights a `.keras` file holds.
+
+The network, as `keras.applications.MobileNetV2` builds it (alpha 1):
+
+    Conv1 (3x3, stride 2, 32) -> BN -> ReLU6
+    17 inverted residual blocks:  [1x1 expand (x t) -> BN -> ReLU6] -> 3x3 depthwise -> BN -> ReLU6
+                                  -> 1x1 project -> BN  (+ the block's input when shapes allow)
+    Conv_1 (1x1, 1280) -> BN -> out_relu                    224 px in: 7x7x1280 out
+
+Every layer keeps its Keras name (`block_13_expand_relu`), so the encoder can stop at the layer
+a model was cut at. Weights are looked up the way Keras saved them: layers of one class numbered
+in the order the network makes them (`conv2d`, `conv2d_1`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+# (expansion t, output channels c, blocks n, first block's stride s): the paper's Table 2.
+BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+FIRST_FILTERS, LAST_FILTERS = 32, 1280
+BATCH_NORM_EPSILON = 1e-3  # keras.applications' MobileNetV2 uses 1e-3, not BatchNormalization's default
+
+
+def _padded(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))) if top or bottom or left or right else x
+
+
+def _same_padding(size: int, stride: int, kernel: int = 3) -> tuple[int, int]:
+    """TensorFlow's 'same' padding of one side's `size`: (before, after)."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _windows(x: np.ndarray, stride: int, kernel: int = 3):
+    """The kernel x kernel shifted views of x (B, H, W, C) that a 'valid' convolution combines: ((i, j), view)."""
+    rows = (x.shape[1] - kernel) // stride + 1
+    columns = (x.shape[2] - kernel) // stride + 1
+    for i in range(kernel):
+        for j in range(kernel):
+            yield (i, j), x[:, i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (columns - 1) + 1 : stride]
+
+
+class _CutReached(Exception):
+    """Raised by the layer at the cut: building stops there."""
+
+
+class MobileNetV2:
+    """images (B, S, S, 3), RGB in [0, 255] -> the activations of `cut` (B, rows, columns, channels)."""
+
+    def __init__(self, variables: Callable[[str], list[np.ndarray]], cut: str = "out_relu"):
+        """variables: the weights of a backbone layer by its saved name (`KerasFile.variables` under the backbone)."""
+        self._variables = variables
+        self.cut = cut
+        self._counts: dict[str, int] = {}
+        self._layers: list[tuple[str, tuple[str, ...], Callable]] = []  # (Keras name, its inputs' names, function)
+        try:
+            self._build()  # up to the cut: a model cut early holds no weights for the layers after it
+        except _CutReached:
+            return
+        raise ValueError(f"MobileNetV2 has no layer {cut!r} this NumPy version can stop at")
+
+    def _append(self, name: str, sources: tuple[str, ...], function: Callable) -> None:
+        self._layers.append((name, sources, function))
+        if name == self.cut:
+            raise _CutReached
+
+    def _next_weights(self, keras_class: str) -> list[np.ndarray]:
+        """The weights of the next layer of this class, in the order Keras made (and saved) them."""
+        count = self._counts.get(keras_class, 0)
+        self._counts[keras_class] = count + 1
+        return self._variables(keras_class if count == 0 else f"{keras_class}_{count}")
+
+    # The layers: each reads the activations of the layers it names (a block's add reads the block's input).
+    def _conv(self, name: str, source: str, stride: int = 1) -> None:
+        (kernel,) = self._next_weights("conv2d")  # (k, k, in, out), no bias: BatchNorm follows
+
+        def conv(x):
+            if kernel.shape[0] == 1:  # pointwise: one matrix product over every pixel
+                return x @ kernel[0, 0]
+            top, bottom = _same_padding(x.shape[1], stride)
+            left, right = _same_padding(x.shape[2], stride)
+            views = [view for _, view in _windows(_padded(x, top, bottom, left, right), stride, kernel.shape[0])]
+            patches = np.concatenate(views, axis=-1)  # (B, H', W', k*k*in), ordered like the kernel's rows
+            return patches @ kernel.reshape(-1, kernel.shape[-1])
+        self._append(name, (source,), conv)
+
+    def _depthwise(self, name: str, source: str, stride: int) -> None:
+        (kernel,) = self._next_weights("depthwise_conv2d")  # (3, 3, channels, 1)
+
+        def depthwise(x):
+            if stride == 1:  # 'same' padding; stride 2 follows an explicit ZeroPadding2D and pads nothing
+                x = _padded(x, 1, 1, 1, 1)
+            out = None
+            for (i, j), view in _windows(x, stride):
+                term = view * kernel[i, j, :, 0]
+                out = term if out is None else np.add(out, term, out=out)
+            return out
+        self._append(name, (source,), depthwise)
+
+    def _batch_norm(self, name: str, source: str) -> None:
+        gamma, beta, mean, variance = self._next_weights("batch_normalization")
+        scale = gamma / np.sqrt(variance + BATCH_NORM_EPSILON)
+        shift = beta - mean * scale
+        self._append(name, (source,), lambda x: x * scale + shift)
+
+    def _relu6(self, name: str, source: str) -> None:
+        self._append(name, (source,), lambda x: np.clip(x, 0.0, 6.0))
+
+    def _zero_pad_for_stride_2(self, name: str, source: str) -> None:
+        """keras.applications' `correct_pad`: one more row and column after than before, for an even size."""
+        def pad(x):
+            return _padded(x, 1 - (1 - x.shape[1] % 2), 1, 1 - (1 - x.shape[2] % 2), 1)
+        self._append(name, (source,), pad)
+
+    def _add(self, name: str, first: str, second: str) -> None:
+        self._append(name, (first, second), np.add)
+
+    def _build(self) -> None:
+        self._conv("Conv1", "input", stride=2)
+        self._batch_norm("bn_Conv1", "Conv1")
+        self._relu6("Conv1_relu", "bn_Conv1")
+        previous, channels, block_id = "Conv1_relu", FIRST_FILTERS, 0
+        for expansion, filters, repeats, first_stride in BLOCKS:
+            for repeat in range(repeats):
+                stride = first_stride if repeat == 0 else 1
+                prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
+                x = previous
+                if block_id:  # the first block does not expand
+                    self._conv(prefix + "expand", x)
+                    self._batch_norm(prefix + "expand_BN", prefix + "expand")
+                    self._relu6(prefix + "expand_relu", prefix + "expand_BN")
+                    x = prefix + "expand_relu"
+                if stride == 2:
+                    self._zero_pad_for_stride_2(prefix + "pad", x)
+                    x = prefix + "pad"
+                self._depthwise(prefix + "depthwise", x, stride)
+                self._batch_norm(prefix + "depthwise_BN", prefix + "depthwise")
+                self._relu6(prefix + "depthwise_relu", prefix + "depthwise_BN")
+                self._conv(prefix + "project", prefix + "depthwise_relu")
+                self._batch_norm(prefix + "project_BN", prefix + "project")
+                x = prefix + "project_BN"
+                if channels == filters and stride == 1:
+                    self._add(prefix + "add", previous, x)
+                    x = prefix + "add"
+                previous, channels, block_id = x, filters, block_id + 1
+        self._conv("Conv_1", previous)
+        self._batch_norm("Conv_1_bn", "Conv_1")
+        self._relu6("out_relu", "Conv_1_bn")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        last_read = {source: index for index, (_, sources, _) in enumerate(self._layers) for source in sources}
+        activations = {"input": np.asarray(images, np.float32) / 127.5 - 1.0}  # mobilenet_v2.preprocess_input
+        for index, (name, sources, layer) in enumerate(self._layers):
+            activations[name] = layer(*(activations[source] for source in sources))
+            for source in sources:  # free what no later layer reads (early maps are megabytes per image)
+                if last_read[source] == index:
+                    del activations[source]
+        return activations[self.cut]

@@ -1,0 +1,183 @@
+"""The NumPy model (`captioner.numpy_model`) must caption exactly as the Keras model it was read from.
+
+Same words, scores, runners-up and attention maps for every decoder kind the shipped models use
+(every score function, with and without projected features and the location embedding, hard
+attention, ensembles), greedy and beam search, on random-weight models and on the shipped model;
+MobileNetV2's activations equal Keras's at the cuts our models use. And the command line: a few
+photos never start TensorFlow, many photos or `--engine keras` use the Keras model, and a model the
+NumPy version cannot run says so.
+"""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import SMALL_IMAGE, make_captioner
+
+from captioner.cli import caption as caption_cli
+from captioner.data.images import load_images
+from captioner.model.captioner import Captioner, make_ensemble
+from captioner.model.encoder import Encoder
+from captioner.model.saving import SHIPPED_MODEL, save_model
+from captioner.numpy_model import NumpyCaptioner, UnsupportedModel, load_numpy_captioner
+from captioner.numpy_model.mobilenet_v2 import MobileNetV2
+from captioner.numpy_model.weights import KerasFile
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "data" / "examples").glob("*.jpg"))
+
+
+def _images(count: int, size: int = SMALL_IMAGE, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
+
+
+def _assert_same_captions(keras_model, numpy_model, images, beam_size: int, length_penalty: float = 0.0):
+    expected = keras_model.caption(images, beam_size=beam_size, length_penalty=length_penalty)
+    found = numpy_model.caption(images, beam_size=beam_size, length_penalty=length_penalty)
+    assert len(found) == len(expected)
+    for mine, theirs in zip(found, expected):
+        assert mine.words == theirs.words
+        assert [text for text, _ in mine.alternatives] == [text for text, _ in theirs.alternatives]
+        np.testing.assert_allclose([s for _, s in mine.alternatives], [s for _, s in theirs.alternatives], atol=1e-3)
+        if theirs.score is None:
+            assert mine.score is None
+        else:
+            assert mine.score == pytest.approx(theirs.score, abs=1e-3)
+        np.testing.assert_allclose(mine.attention, theirs.attention, atol=1e-4)
+        assert mine.chosen_cells == theirs.chosen_cells
+
+
+def _both(model, tmp_path) -> tuple[Captioner, NumpyCaptioner]:
+    path = tmp_path / "model.keras"
+    save_model(model, path)
+    return model, load_numpy_captioner(path)
+
+
+@pytest.mark.parametrize("cut, size", [("out_relu", SMALL_IMAGE), ("block_13_expand_relu", SMALL_IMAGE),
+                                       ("out_relu", 75), ("block_6_expand_relu", 75)])
+def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
+    # 75 px: odd sizes on the way down, where keras.applications pads before and after a stride-2 layer.
+    keras.utils.set_random_seed(1)
+    encoder = Encoder("mobilenet_v2", weights=None, image_size=size, layer=cut)
+    model = keras.Sequential([keras.Input((size, size, 3)), encoder])
+    model.save(tmp_path / "encoder.keras")
+    weights = zipfile.ZipFile(tmp_path / "encoder.keras").read("model.weights.h5")
+    (tmp_path / "w.h5").write_bytes(weights)
+    import h5py
+
+    with h5py.File(tmp_path / "w.h5") as store:
+        prefix = next(name for name in _groups(store) if name.endswith("/backbone"))
+        arrays = {}
+        store.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+
+    def variables(name):
+        found = []
+        while f"{prefix}/layers/{name}/vars/{len(found)}" in arrays:
+            found.append(arrays[f"{prefix}/layers/{name}/vars/{len(found)}"])
+        return found
+
+    images = _images(2, size)
+    expected = keras.ops.convert_to_numpy(encoder(images))
+    found = MobileNetV2(variables, cut=cut)(images)
+    assert found.shape[1:3] == tuple(encoder.grid)
+    np.testing.assert_allclose(found.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
+
+
+def _groups(store):
+    names = []
+    store.visit(names.append)
+    return names
+
+
+@pytest.mark.parametrize("settings", [
+    dict(attention="additive"),
+    dict(attention="general", location_embedding=False),
+    dict(attention="dot"),
+    dict(attention="scaled_dot", seed=2),
+    dict(attention="none"),
+    dict(attention="additive", feature_units=0),
+    dict(hard_attention=True),
+])
+def test_numpy_captions_equal_keras_captions(tmp_path, settings):
+    model, numpy_model = _both(make_captioner(**settings), tmp_path)
+    assert numpy_model.grid == model.grid
+    images = _images(3)
+    _assert_same_captions(model, numpy_model, images, beam_size=1)
+    _assert_same_captions(model, numpy_model, images, beam_size=3)
+    _assert_same_captions(model, numpy_model, images, beam_size=2, length_penalty=0.7)
+
+
+def test_hard_attention_expected_context_and_ensembles_match(tmp_path):
+    model, numpy_model = _both(make_captioner(hard_attention=True, seed=3), tmp_path)
+    model.decoder.hard_inference = numpy_model.decoder.hard_inference = "expected"
+    _assert_same_captions(model, numpy_model, _images(3), beam_size=3)
+
+    members = [make_captioner(seed=seed) for seed in (4, 5)]
+    members[1].encoder.set_weights(members[0].encoder.get_weights())  # an ensemble shares one encoder
+    ensemble = make_ensemble(members)
+    ensemble_path = tmp_path / "ensemble.keras"
+    save_model(ensemble, ensemble_path, weights_dtype="float16")  # the shipped storage
+    from captioner.model.saving import load_captioner
+
+    _assert_same_captions(load_captioner(ensemble_path), load_numpy_captioner(ensemble_path), _images(3), beam_size=3)
+
+
+def test_the_shipped_model_captions_the_same_in_numpy():
+    from captioner.model.saving import load_captioner
+
+    images = np.stack([load_images(path, 224)[0] for path in EXAMPLES])
+    _assert_same_captions(load_captioner(SHIPPED_MODEL), load_numpy_captioner(SHIPPED_MODEL), images, beam_size=3)
+
+
+def test_models_it_cannot_run_or_read_are_refused_with_the_file_named(tmp_path):
+    path = tmp_path / "model.keras"
+    save_model(make_captioner(), path)
+    other = tmp_path / "efficientnet.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(other, "w") as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "config.json":
+                config = json.loads(data)
+                config["config"]["encoder"]["backbone"] = "efficientnet_b0"
+                data = json.dumps(config)
+            target.writestr(info, data)
+    with pytest.raises(UnsupportedModel, match="efficientnet_b0"):
+        load_numpy_captioner(other)
+    with pytest.raises(ValueError, match="no such model file"):
+        KerasFile(tmp_path / "missing.keras")
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras: not a .keras model file"):
+        KerasFile(tmp_path / "broken.keras")
+
+    photo = str(EXAMPLES[0])
+    completed = subprocess.run([sys.executable, "predict.py", photo, "--model", str(other), "--engine", "numpy"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "efficientnet_b0" in completed.stderr and "--engine keras" in completed.stderr
+
+
+def test_a_few_photos_never_start_tensorflow_and_many_use_keras(tmp_path, monkeypatch):
+    script = ("import sys; from captioner.cli import caption; status = caption.main(sys.argv[1:]); "
+              "print('loaded:', ','.join(m for m in ('tensorflow', 'keras') if m in sys.modules)); sys.exit(status)")
+    photos = [str(path) for path in EXAMPLES]
+    completed = subprocess.run([sys.executable, "-c", script, *photos, "--beam", "3", "--json"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = completed.stdout.splitlines()
+    assert lines[-1] == "loaded: "
+    keras_run = subprocess.run([sys.executable, "predict.py", *photos, "--beam", "3", "--json", "--engine", "keras"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert keras_run.returncode == 0, keras_run.stderr[-2000:]
+    for fast, compiled in zip(lines[:-1], keras_run.stdout.splitlines(), strict=True):
+        fast, compiled = json.loads(fast), json.loads(compiled)
+        assert fast["caption"] == compiled["caption"]
+        np.testing.assert_allclose(fast["attention"], compiled["attention"], atol=2e-4)
+
+    assert isinstance(caption_cli.load_model(SHIPPED_MODEL, "auto", caption_cli.NUMPY_MAX_PHOTOS), NumpyCaptioner)
+    assert isinstance(caption_cli.load_model(SHIPPED_MODEL, "auto", caption_cli.NUMPY_MAX_PHOTOS + 1), Captioner)
+    assert isinstance(caption_cli.load_model(SHIPPED_MODEL, "numpy", 1000), NumpyCaptioner)
