@@ -6,11 +6,12 @@
 
 Sections, each run in processes of their own:
   cold      the command end to end, a new process per run: median, min and max wall seconds over --repeats
-            runs (and the process's CPU seconds), for 1 photo and 10 photos with predict.py, then 1 photo with
-            `python -m captioner caption`, with --html and with --overlay-dir (--variant-repeats runs each)
-  split     one process doing what the command does, timed in parts: import (the command's modules and
-            TensorFlow), load the model, the first caption (one photo), later captions (median of one photo each);
-            --variant-repeats such processes, each part's median reported
+            runs (and the process's CPU seconds), for 1 photo and 10 photos with predict.py (the NumPy model) and
+            with `--engine keras`, then 1 photo with `python -m captioner caption`, with --html and with
+            --overlay-dir (--variant-repeats runs each)
+  split     one process doing what the command does, timed in parts, with each --engine: import (the command's
+            modules, and TensorFlow for the Keras model), load the model, the first caption (one photo), later
+            captions (median of one photo each); --variant-repeats such processes, each part's median reported
 With --baseline, every run of this checkout follows one of the same command in the other checkout, so that
 both see the same machine (a shared one drifts by tens of per cent within minutes). The machine's float32 matmul rate (2048x2048, from bench/flop_ceiling.py) is measured before and after, and the
 load average is printed beside each setting: this 2-core VM is shared and its speed drifts. Photos: the first
@@ -50,6 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--variant-repeats", type=int, default=3,
                         help="runs of the other settings (python -m captioner, --html, --overlay-dir) and of the split")
     parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--engine", default="numpy,keras", help="the split section's engines (predict.py --engine)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if set(args.sections.split(",")) - set(SECTIONS + ["matmul"]):
@@ -91,9 +93,17 @@ def cold_settings(args, scratch: str) -> list[tuple[str, list[str], int, int]]:
     """(name, command, runs, photos) for each cold setting."""
     python, one, many = sys.executable, photos(1), photos(MANY_PHOTOS)
     options = ["--beam", str(args.beam)] + (["--model", args.model] if args.model else [])
+    # The Keras model on the same photos: the path every run took before the NumPy model (a checkout from
+    # before `--engine` has only that path, so with --baseline these rows are left out).
+    keras = [] if args.baseline else [
+        ("--engine keras, 1 photo", [python, "predict.py", *one, *options, "--engine", "keras"], args.repeats, 1),
+        (f"--engine keras, {MANY_PHOTOS} photos", [python, "predict.py", *many, *options, "--engine", "keras"],
+         args.repeats, MANY_PHOTOS),
+    ]
     return [
         ("predict.py, 1 photo", [python, "predict.py", *one, *options], args.repeats, 1),
         (f"predict.py, {MANY_PHOTOS} photos", [python, "predict.py", *many, *options], args.repeats, MANY_PHOTOS),
+        *keras,
         ("-m captioner caption, 1 photo", [python, "-m", "captioner", "caption", *one, *options],
          args.variant_repeats, 1),
         ("--html, 1 photo", [python, "predict.py", *one, *options, "--html", f"{scratch}/report.html"],
@@ -140,14 +150,24 @@ def run_split(args) -> list[dict]:
         marks.append((time.perf_counter(), time.process_time()))
 
     from captioner.cli import caption as command
-    from captioner.utils.quiet import import_tensorflow_quietly
 
-    # The command's own TensorFlow import (a checkout from before it kept matplotlib out has only the plain one).
-    getattr(command, "import_tensorflow_without_matplotlib", import_tensorflow_quietly)()
-    from captioner.model.saving import default_model_path, load_captioner
+    numpy_engine = args.engine == "numpy"
+    if numpy_engine:
+        import captioner.numpy_model  # noqa: F401 (the import is what this part times)
+    else:
+        from captioner.utils.quiet import import_tensorflow_quietly
+
+        # The command's own TensorFlow import (a checkout from before it kept matplotlib out has only the plain one).
+        getattr(command, "import_tensorflow_without_matplotlib", import_tensorflow_quietly)()
+    from captioner.model.shipped import default_model_path
 
     mark()
-    captioner = load_captioner(args.model or default_model_path())
+    if hasattr(command, "load_model"):
+        captioner = command.load_model(args.model or default_model_path(), args.engine)
+    else:  # a checkout from before the NumPy model
+        from captioner.model.saving import load_captioner
+
+        captioner = load_captioner(args.model or default_model_path())
     mark()
     paths = photos(1 + LATER_CAPTIONS)
     first = next(command.caption_files(captioner, paths[:1], beam_size=args.beam)).caption.text
@@ -157,7 +177,7 @@ def run_split(args) -> list[dict]:
         call_started = time.perf_counter()
         list(command.caption_files(captioner, [path], beam_size=args.beam))
         later.append(time.perf_counter() - call_started)
-    row = {"section": "split", "setting": f"1 photo, beam {args.beam}", "later_caption_seconds": statistics.median(later),
+    row = {"section": "split", "setting": f"{args.engine} model, 1 photo, beam {args.beam}", "later_caption_seconds": statistics.median(later),
            "first_caption": first, "load_average": [load_before, os.getloadavg()[0]],
            "peak_memory_mib": common.peak_memory_mib()}
     for part, (start, end) in zip(SPLIT_PARTS, itertools.pairwise(marks)):
@@ -167,21 +187,25 @@ def run_split(args) -> list[dict]:
 
 
 def split_medians(args) -> list[dict]:
-    """The split section in --variant-repeats processes per checkout (alternating): each number the median."""
-    runs = {label: [] for label, _ in checkouts(args)}
+    """The split section in --variant-repeats processes per checkout and engine (alternating): each number the median."""
+    engines = args.engine.split(",")
+    runs = {(label, engine): [] for label, _ in checkouts(args) for engine in engines}
     for _ in range(args.variant_repeats):
         for label, root in checkouts(args):
-            runs[label].extend(child(args, "split", root))
+            for engine in engines:
+                runs[label, engine].extend(child(args, "split", root, engine))
     rows = []
-    for label, root in checkouts(args):
-        if not runs[label]:
+    roots = dict(checkouts(args))
+    for (label, engine), measured in runs.items():
+        root = roots[label]
+        if not measured:
             continue
-        first, last = runs[label][0], runs[label][-1]
-        row = dict(first, checkout=label, root=root, runs=len(runs[label]),
+        first, last = measured[0], measured[-1]
+        row = dict(first, checkout=label, root=root, runs=len(measured),
                    load_average=[first["load_average"][0], last["load_average"][1]])
         for key in first:
             if key.endswith("seconds"):
-                row[key] = statistics.median(run[key] for run in runs[label])
+                row[key] = statistics.median(run[key] for run in measured)
         rows.append(row)
     return rows
 
@@ -195,8 +219,9 @@ def run_matmul(args) -> list[dict]:
     return [{"section": "matmul", "gflops": matmul_rate(*MATMUL_SHAPE, MATMUL_SECONDS), **common.machine()}]
 
 
-def child(args, section: str, root: str | None = None) -> list[dict]:
-    command = [sys.executable, __file__, "--one", section, "--root", root or args.root, "--beam", str(args.beam)]
+def child(args, section: str, root: str | None = None, engine: str = "keras") -> list[dict]:
+    command = [sys.executable, __file__, "--one", section, "--root", root or args.root, "--beam", str(args.beam),
+               "--engine", engine]
     return common.run_child(command + (["--model", args.model] if args.model else []), section) or []
 
 

@@ -13,9 +13,9 @@ Prints "path: caption" per image (JSON lines with --json). A file that cannot be
 read gets one "error: path: reason" line on stderr; the others are still
 captioned, and the exit status is 1.
 
-A few photos are captioned by the NumPy copy of the model (`captioner.numpy_model`): the same captions
-and maps, without starting TensorFlow (about 5 s of a cold run on 2 cores). Many photos, or a model
-it cannot run, go through the Keras model, whose compiled, batched search is faster per photo.
+Up to 100 photos are captioned by the NumPy copy of the model (`captioner.numpy_model`): the same
+captions and maps, without starting TensorFlow (0.6 s instead of 6 s for one photo on 2 cores). More
+photos, or a model it cannot run, go through the Keras model, whose compiled search is faster per photo.
 
 The library side: `caption_files` loads what can be loaded, reports what cannot and captions
 the rest in batches.
@@ -46,8 +46,9 @@ ATTENTION_DECIMALS = 4
 DEFAULT_COLORMAP = "inferno"
 ENGINES = ("auto", "numpy", "keras")
 # With more photos than this, `--engine auto` uses the Keras model: its start-up (importing TensorFlow,
-# building the model, compiling the search) is repaid by faster batches (bench/RESULTS.md, "Cold start").
-NUMPY_MAX_PHOTOS = 24
+# building the model, compiling the search: about 5.5 s) is repaid by faster batches (0.065 s a photo
+# against NumPy's 0.083 s at beam 3), from about 170 photos on (bench/RESULTS.md, "Cold start").
+NUMPY_MAX_PHOTOS = 100
 
 
 @dataclasses.dataclass
