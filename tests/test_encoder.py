@@ -54,3 +54,27 @@ def test_every_registered_backbone_cuts_at_a_spatial_grid(name):
     assert rows >= 2 and columns >= 2
     assert features.shape == (1, rows * columns, encoder.feature_size)
     assert default_image_size(name) >= 224
+
+
+def test_fused_layers_join_each_cell_with_the_coarser_cell_that_covers_it(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    fused = Encoder("mobilenet_v2", weights=None, image_size=96, layer="block_13_expand_relu+out_relu")
+    assert fused.grid == (6, 6) and fused.feature_size == 576 + 1280
+    images = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    features = keras.ops.convert_to_numpy(fused(images)).reshape(2, 6, 6, -1)
+    preprocessed = fused.preprocess(images)
+    fine = keras.ops.convert_to_numpy(keras.Model(fused.backbone.input,
+                                                  fused.backbone.get_layer("block_13_expand_relu").output)(preprocessed))
+    coarse = keras.ops.convert_to_numpy(keras.Model(fused.backbone.input,
+                                                    fused.backbone.get_layer("out_relu").output)(preprocessed))
+    np.testing.assert_allclose(features[..., :576], fine, rtol=1e-5, atol=1e-5)
+    # Cell (r, c) of the 6x6 grid carries the 3x3 grid's cell (r // 2, c // 2).
+    np.testing.assert_allclose(features[:, 4, 1, 576:], coarse[:, 2, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(features[..., 576:], coarse.repeat(2, axis=1).repeat(2, axis=2), rtol=1e-5, atol=1e-5)
+
+    with pytest.raises(ValueError, match="cannot fuse"):
+        Encoder("mobilenet_v2", weights=None, image_size=75, layer="block_6_expand_relu+out_relu")  # 10x10 and 3x3
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        Encoder("mobilenet_v2", weights=None, image_size=96, layer="block_13_expand_relu+nope")

@@ -25,6 +25,7 @@ from captioner.model.captioner import Captioner, make_ensemble
 from captioner.model.encoder import Encoder
 from captioner.model.saving import SHIPPED_MODEL, save_model
 from captioner.numpy_model import NumpyCaptioner, UnsupportedModel, load_numpy_captioner
+from captioner.numpy_model.captioner import Encoder as NumpyEncoder
 from captioner.numpy_model.mobilenet_v2 import MobileNetV2
 from captioner.numpy_model.weights import KerasFile
 
@@ -59,7 +60,8 @@ def _both(model, tmp_path) -> tuple[Captioner, NumpyCaptioner]:
 
 
 @pytest.mark.parametrize("cut, size", [("out_relu", SMALL_IMAGE), ("block_13_expand_relu", SMALL_IMAGE),
-                                       ("out_relu", 75), ("block_6_expand_relu", 75)])
+                                       ("out_relu", 75), ("block_6_expand_relu", 75),
+                                       ("block_13_expand_relu+out_relu", SMALL_IMAGE)])
 def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     # 75 px: odd sizes on the way down, where keras.applications pads before and after a stride-2 layer.
     keras.utils.set_random_seed(1)
@@ -83,8 +85,15 @@ def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
 
     images = _images(2, size)
     expected = keras.ops.convert_to_numpy(encoder(images))
-    found = MobileNetV2(variables, cut=cut)(images)
-    assert found.shape[1:3] == tuple(encoder.grid)
+    if "+" in cut:  # a fused encoder: the NumPy model's Encoder repeats and joins the maps
+        keras_file = KerasFile.__new__(KerasFile)
+        keras_file.path, keras_file.variables = "encoder.keras", lambda path: variables(path.rsplit("/", 1)[-1])
+        numpy_encoder = NumpyEncoder({"backbone": "mobilenet_v2", "image_size": size, "layer": cut}, keras_file)
+        assert numpy_encoder.grid == tuple(encoder.grid)
+        found = numpy_encoder(images)
+    else:
+        found = MobileNetV2(variables, cut=cut)(images)
+        assert found.shape[1:3] == tuple(encoder.grid) == MobileNetV2.grid(size, cut)
     np.testing.assert_allclose(found.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
 
 

@@ -4,6 +4,10 @@ Cutting before the classifier keeps a spatial grid: a 224x224 image through
 MobileNetV2 gives 7x7 locations of 1280 features each. The decoder attends over
 those L = 49 "annotation vectors".
 
+Several layers joined by "+" (`layer="block_13_expand_relu+out_relu"`) are fused: the coarser maps
+are repeated up to the finest grid and all are concatenated along the channels, so every 14x14 cell
+has its own local features (what is here) beside the 7x7 block's (what this part of the photo is).
+
 Fine-tuning (`fine_tune_blocks` N > 0) splits the CNN at the start of its last N blocks:
 `below` (frozen) runs once per image and its output is what the feature cache stores;
 `above` (the last N blocks) trains with the decoder. BatchNorm layers stay in inference
@@ -103,19 +107,20 @@ class Encoder(keras.layers.Layer):
         full = _load_backbone(backbone, weights, self.image_size)
         self.layer_name = layer or BACKBONES[backbone].layer
         self.preprocess = BACKBONES[backbone].preprocessing.preprocess_input
-        try:
-            cut = full.get_layer(self.layer_name).output
-        except ValueError as error:
-            raise ValueError(f"backbone {backbone} has no layer {self.layer_name!r}") from error
-        self.backbone = keras.Model(full.input, cut, name=f"{backbone}_to_{self.layer_name}")
+        self.cut_layers = self.layer_name.split("+")
+        self.backbone = keras.Model(full.input, _fused_output(full, backbone, self.cut_layers),
+                                    name=f"{backbone}_to_{'_and_'.join(self.cut_layers)}")
         self.backbone.trainable = trainable_backbone
         _, rows, columns, channels = self.backbone.output.shape
         self.grid = (rows, columns)
         self.feature_size = channels
         # Where the frozen part ends: the cut itself, or the start of the last `fine_tune_blocks` blocks.
         self.split_layer = self.layer_name
+        # With a fusion, the N blocks count down from its earliest layer, and everything above the split trains.
         if self.fine_tune_blocks:
-            self.split_layer = find_split_layer(self.backbone, backbone, self.layer_name, self.fine_tune_blocks)
+            order = [layer.name for layer in self.backbone.layers]
+            earliest = min(self.cut_layers, key=order.index)
+            self.split_layer = find_split_layer(self.backbone, backbone, earliest, self.fine_tune_blocks)
             for tuned in self.above.layers:
                 # BatchNorm with trainable=False runs in inference mode in Keras 3, whatever `training` says.
                 tuned.trainable = not isinstance(tuned, keras.layers.BatchNormalization)
@@ -138,7 +143,7 @@ class Encoder(keras.layers.Layer):
         if not self.fine_tune_blocks:
             return None
         return keras.Model(self.backbone.get_layer(self.split_layer).output, self.backbone.output,
-                           name=f"{self.split_layer}_to_{self.layer_name}")
+                           name=f"{self.split_layer}_to_{'_and_'.join(self.cut_layers)}")
 
     @property
     def fine_tuned_variables(self) -> list:
@@ -180,6 +185,28 @@ class Encoder(keras.layers.Layer):
             "trainable_backbone": self.trainable_backbone,
             "fine_tune_blocks": self.fine_tune_blocks,
         }
+
+
+def _fused_output(model: keras.Model, backbone: str, layers: list[str]):
+    """The output of `layers[0]`, or of several layers fused on the finest grid among them."""
+    outputs = []
+    for name in layers:
+        try:
+            outputs.append(model.get_layer(name).output)
+        except ValueError as error:
+            raise ValueError(f"backbone {backbone} has no layer {name!r}") from error
+    if len(outputs) == 1:
+        return outputs[0]
+    rows = max(output.shape[1] for output in outputs)
+    fused = []
+    for name, output in zip(layers, outputs):
+        factor, remainder = divmod(rows, output.shape[1])
+        if remainder or rows != factor * output.shape[2]:
+            raise ValueError(f"cannot fuse {'+'.join(layers)}: the {output.shape[1]}x{output.shape[2]} grid of "
+                             f"{name} does not divide the {rows}x{rows} grid")
+        # Nearest-neighbour: each coarse cell's features are repeated over the fine cells it covers.
+        fused.append(keras.layers.UpSampling2D(factor, name=f"{name}_repeated")(output) if factor > 1 else output)
+    return keras.layers.Concatenate(name="fused_features")(fused)
 
 
 def block_ends(model: keras.Model, backbone: str, cut: str) -> list[str]:

@@ -30,23 +30,25 @@ class Encoder:
             raise UnsupportedModel(f"{keras_file.path}: the NumPy model runs MobileNetV2 encoders, not "
                                    f"{config.get('backbone')}")
         self.image_size = config["image_size"]
-        try:
-            self.network = MobileNetV2(lambda name: keras_file.variables(f"encoder/backbone/layers/{name}"),
-                                       cut=config.get("layer") or "out_relu")
-        except ValueError as error:
-            raise UnsupportedModel(f"{keras_file.path}: {error}") from error
-        # The grid, from the network's strides: a probe image would cost a forward pass.
-        rows = columns = self.image_size
-        for name in ("Conv1", "block_1_pad", "block_3_pad", "block_6_pad", "block_13_pad"):
-            if self._reaches(name):
-                rows, columns = -(-rows // 2), -(-columns // 2)
-        self.grid = (rows, columns)
-
-    def _reaches(self, name: str) -> bool:
-        return any(layer == name for layer, _, _ in self.network._layers)
+        self.layers = (config.get("layer") or "out_relu").split("+")  # several: fused (captioner.model.encoder)
+        names = MobileNetV2.layer_names()
+        unknown = [name for name in self.layers if name not in names]
+        if unknown:
+            raise UnsupportedModel(f"{keras_file.path}: MobileNetV2 has no layer {unknown[0]!r} this NumPy version "
+                                   f"can stop at")
+        in_order = sorted(self.layers, key=names.index)  # the last ends the forward pass, the others are kept
+        self.network = MobileNetV2(lambda name: keras_file.variables(f"encoder/backbone/layers/{name}"),
+                                   cut=in_order[-1], also=tuple(in_order[:-1]))
+        self.grid = max((MobileNetV2.grid(self.image_size, name) for name in self.layers), key=lambda grid: grid[0])
 
     def __call__(self, images) -> np.ndarray:
         features = self.network(images)
+        if isinstance(features, list):  # fused: each map repeated up to the finest grid, in the config's order
+            by_name = dict(zip(self.network.also + (self.network.cut,), features))
+            rows = self.grid[0]
+            features = np.concatenate([np.repeat(np.repeat(by_name[name], rows // by_name[name].shape[1], axis=1),
+                                                 rows // by_name[name].shape[2], axis=2) for name in self.layers],
+                                      axis=-1)
         return features.reshape(len(features), -1, features.shape[-1])
 
 

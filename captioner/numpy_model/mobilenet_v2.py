@@ -48,12 +48,15 @@ class _CutReached(Exception):
 
 
 class MobileNetV2:
-    """images (B, S, S, 3), RGB in [0, 255] -> the activations of `cut` (B, rows, columns, channels)."""
+    """images (B, S, S, 3), RGB in [0, 255] -> the activations of `cut` (B, rows, columns, channels);
+    with `also`, a list: those layers' activations, then `cut`'s (the layers of a fused encoder)."""
 
-    def __init__(self, variables: Callable[[str], list[np.ndarray]], cut: str = "out_relu"):
-        """variables: the weights of a backbone layer by its saved name (`KerasFile.variables` under the backbone)."""
+    def __init__(self, variables: Callable[[str], list[np.ndarray]] | None, cut: str = "out_relu",
+                 also: tuple[str, ...] = ()):
+        """variables: the weights of a backbone layer by its saved name (`KerasFile.variables` under the backbone);
+        None builds the layer list alone (`layer_names`)."""
         self._variables = variables
-        self.cut = cut
+        self.cut, self.also = cut, tuple(also)
         self._counts: dict[str, int] = {}
         self._layers: list[tuple[str, tuple[str, ...], Callable]] = []  # (Keras name, its inputs' names, function)
         try:
@@ -65,12 +68,32 @@ class MobileNetV2:
     def _append(self, name: str, sources: tuple[str, ...], function: Callable) -> None:
         self._layers.append((name, sources, function))
         if name == self.cut:
+            missing = [name for name in self.also if name not in {layer for layer, _, _ in self._layers}]
+            if missing:
+                raise ValueError(f"MobileNetV2 has no layer {missing[0]!r} before {self.cut!r}")
             raise _CutReached
+
+    @classmethod
+    def layer_names(cls) -> list[str]:
+        """Every layer's name, in order (built without weights)."""
+        return [name for name, _, _ in cls(None)._layers]
+
+    @classmethod
+    def grid(cls, image_size: int, layer: str) -> tuple[int, int]:
+        """The grid of `layer`'s activations for square images of `image_size`: halved at each stride 2."""
+        names = cls.layer_names()
+        rows = image_size
+        for name in names[: names.index(layer) + 1]:
+            if name == "Conv1" or name.endswith("_pad"):
+                rows = -(-rows // 2)
+        return rows, rows
 
     def _next_weights(self, keras_class: str) -> list[np.ndarray]:
         """The weights of the next layer of this class, in the order Keras made (and saved) them."""
         count = self._counts.get(keras_class, 0)
         self._counts[keras_class] = count + 1
+        if self._variables is None:  # names only
+            return [np.ones(1, np.float32)] * (4 if keras_class == "batch_normalization" else 1)
         return self._variables(keras_class if count == 0 else f"{keras_class}_{count}")
 
     # The layers: each reads the activations of the layers it names (a block's add reads the block's input).
@@ -156,6 +179,8 @@ class MobileNetV2:
         for index, (name, sources, layer) in enumerate(self._layers):
             activations[name] = layer(*(activations[source] for source in sources))
             for source in sources:  # free what no later layer reads (early maps are megabytes per image)
-                if last_read[source] == index:
+                if last_read[source] == index and source not in self.also:
                     del activations[source]
+        if self.also:
+            return [activations[name] for name in self.also] + [activations[self.cut]]
         return activations[self.cut]
