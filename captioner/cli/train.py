@@ -5,8 +5,10 @@
     captioner train --resume --run-dir runs/dot      # continue an interrupted run
     captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --lr 1e-4 --epochs 3 \\
         --attention-supervision flickr30k_entities   # fine-tune: attention pulled toward the phrases' boxes
-    captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --fine-tune-encoder 2 \
+    captioner train --dataset flickr8k --data-dir DIR --init runs/x/best.keras --fine-tune-encoder 2 \\
         --lr 1e-4 --encoder-lr 1e-5 --epochs 3       # decoder first, then the CNN's last 2 blocks with it
+    captioner train --dataset flickr8k --data-dir DIR --encoder-layer block_13_expand_relu+out_relu \\
+        --attention-supervision flickr30k_entities   # a 14x14 grid: local features beside the 7x7 block's
 
 Options left out take the dataset's defaults (captioner/config.py: Config and DATASET_DEFAULTS).
 """
@@ -80,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--test-scenes", type=int, help="synthetic test scenes (200)")
     add("--backbone", help="keras.applications CNN (mobilenet_v2)")
     add("--weights", help="'imagenet' (default) or 'none' for a random encoder")
-    add("--encoder-layer", help="backbone layer to cut at (default: the dataset's choice)")
+    add("--encoder-layer", help="backbone layer to cut at (default: the dataset's choice); A+B fuses layers on the finer grid")
     add("--fine-tune-encoder", type=int, metavar="N",
         help="train the encoder's last N blocks with the decoder (0: frozen, the default); the layers below them "
              "run once per image and are cached")
