@@ -138,3 +138,44 @@ def test_fine_tuning_an_ensemble_is_refused(decoder_run, tmp_path, capsys):
                                     "--epochs", "1", "--run-dir", str(tmp_path / "run")])
     assert status == 2
     assert "ensemble.keras: an ensemble is not trained further" in capsys.readouterr().err
+
+
+def test_an_ensemble_of_fine_tuned_models_keeps_each_members_blocks(decoder_run, fine_tuned_run, tmp_path):
+    from captioner.cli.caption import load_model
+    from captioner.model.captioner import Captioner, caption_features, ensemble_members, make_ensemble
+    from captioner.model.saving import save_model
+
+    first = load_captioner(fine_tuned_run / "best.keras")
+    second = load_captioner(fine_tuned_run / "best.keras")  # the same run, fine-tuned "differently":
+    second.encoder.above.set_weights([w * 1.05 for w in second.encoder.above.get_weights()])
+    second.decoder.set_weights([w * 0.9 for w in second.decoder.get_weights()])
+    images = np.stack([load_image(path, SMALL_IMAGE) for path in sorted(FIXTURE_IMAGES.glob("*.jpg"))])
+
+    ensemble = make_ensemble([first, second])
+    assert ensemble.encoder.members == 2
+    features = np.asarray(ensemble.encoder(images))
+    size = first.encoder.feature_size
+    np.testing.assert_allclose(features[..., :size], np.asarray(first.encoder(images)), atol=1e-5)
+    np.testing.assert_allclose(features[..., size:], np.asarray(second.encoder(images)), atol=1e-5)
+    # The cache path (frozen part once, then each member's blocks) gives the same captions as the images.
+    from_cache = caption_features(ensemble, np.asarray(ensemble.encoder.encode_below(images)), beam_size=3)
+    from_images = ensemble.caption(images, beam_size=3)
+    assert [c.words for c in from_cache] == [c.words for c in from_images]
+
+    save_model(ensemble, tmp_path / "ensemble.keras", weights_dtype="float16")
+    loaded = load_captioner(tmp_path / "ensemble.keras")
+    assert loaded.encoder.members == 2
+    assert [c.words for c in loaded.caption(images, beam_size=3)] == [c.words for c in from_images]
+    assert isinstance(load_model(tmp_path / "ensemble.keras", "auto", 1), Captioner)  # Keras runs what NumPy cannot
+
+    unpacked = ensemble_members(ensemble)
+    for member, original in zip(unpacked, [first, second]):
+        assert member.encoder.members == 1
+        for mine, theirs in zip(member.encoder.backbone.get_weights(), original.encoder.backbone.get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+
+    # Only the fine-tuned blocks may differ: members with another frozen part are refused.
+    third = load_captioner(fine_tuned_run / "best.keras")
+    third.encoder.below.set_weights([w + 0.01 for w in third.encoder.below.get_weights()])
+    with pytest.raises(ValueError, match="below the fine-tuned blocks"):
+        make_ensemble([first, third])

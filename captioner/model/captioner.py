@@ -32,7 +32,10 @@ class Captioner(keras.Model):
         self.max_length = max_length
         self.encoder = Encoder(**encoder)
         if isinstance(decoder, (list, tuple)):
-            self.decoder = EnsembleDecoder(list(decoder), vocabulary_size=len(self.vocabulary), name="ensemble")
+            self.decoder = EnsembleDecoder(list(decoder), vocabulary_size=len(self.vocabulary),
+                                           feature_groups=self.encoder.members, name="ensemble")
+        elif self.encoder.members > 1:
+            raise ValueError(f"an encoder with {self.encoder.members} members' blocks needs as many decoders")
         else:
             decoder = {key: value for key, value in decoder.items() if key != "vocabulary_size"}
             self.decoder = DecoderWithAttention(vocabulary_size=len(self.vocabulary), **decoder)
@@ -136,14 +139,18 @@ class Captioner(keras.Model):
 def make_ensemble(models):
     """One Captioner whose decoder averages the decoders of `models` (trained Captioners).
 
-    The members must share what the ensemble shares: vocabulary, encoder (config and weights)
-    and maximum caption length; otherwise ValueError says which differs.
+    The members must share vocabulary, encoder configuration and maximum caption length, and the
+    frozen part of their encoder; otherwise ValueError says which differs. Members with fine-tuned
+    encoder blocks that differ keep one copy of those blocks each (`Encoder(members=N)`).
     """
     def encoder_config(model):  # Keras numbers the names of layers built in one process
         return {key: value for key, value in model.encoder.get_config().items() if key != "name"}
 
+    def frozen_weights(model):
+        return model.encoder.below.get_weights() if model.encoder.fine_tune_blocks else model.encoder.get_weights()
+
     first = models[0]
-    first_encoder_weights = first.encoder.get_weights()
+    own_blocks = False  # whether the members' fine-tuned blocks differ
     for index, model in enumerate(models):
         if model.is_ensemble or model.decoder.hard_attention:
             raise ValueError(f"model {index} is an ensemble or uses hard attention; members must be soft-attention models")
@@ -153,35 +160,45 @@ def make_ensemble(models):
             raise ValueError(f"model {index} has another vocabulary than model 0 (train them on the same data)")
         if encoder_config(model) != encoder_config(first) or model.max_length != first.max_length:
             raise ValueError(f"model {index} has another encoder or caption length than model 0")
-        for mine, theirs in zip(first_encoder_weights, model.encoder.get_weights()):
-            if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
-                raise ValueError(f"model {index}'s encoder weights differ from model 0's (a fine-tuned encoder?)")
+        if not _same_weights(frozen_weights(model), frozen_weights(first)):
+            raise ValueError(f"model {index}'s encoder weights differ from model 0's"
+                             + (" below the fine-tuned blocks" if first.encoder.fine_tune_blocks else
+                                " (fine-tuned? only fine-tuned blocks may differ)"))
+        if first.encoder.fine_tune_blocks:
+            own_blocks |= not _same_weights(model.encoder.above.get_weights(), first.encoder.above.get_weights())
     ensemble = Captioner(
-        first.vocabulary.words, first.encoder.get_config(), [model.decoder.get_config() for model in models],
-        max_length=first.max_length,
+        first.vocabulary.words, {**first.encoder.get_config(), "members": len(models) if own_blocks else 1},
+        [model.decoder.get_config() for model in models], max_length=first.max_length,
     )
     ensemble.build()
-    ensemble.encoder.set_weights(first_encoder_weights)
+    ensemble.encoder.backbone.set_weights(first.encoder.backbone.get_weights())
+    for blocks, model in zip(ensemble.encoder.member_blocks, models[1:]):
+        blocks.set_weights(model.encoder.above.get_weights())
     for member, model in zip(ensemble.decoder.members, models):
         member.set_weights(model.decoder.get_weights())
     return ensemble
 
 
+def _same_weights(first: list, second: list) -> bool:
+    return len(first) == len(second) and all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first, second))
+
 
 def ensemble_members(ensemble: Captioner) -> list[Captioner]:
-    """The single models inside an ensemble (the inverse of `make_ensemble`), each with the shared encoder.
+    """The single models inside an ensemble (the inverse of `make_ensemble`), each with its encoder.
 
     Used to train the members further (e.g. fine-tuning with attention supervision) and ensemble them again.
     """
     if not ensemble.is_ensemble:
         raise ValueError("not an ensemble: it has one decoder")
-    encoder_weights = ensemble.encoder.get_weights()
+    encoder_config = {**ensemble.encoder.get_config(), "members": 1}
     members = []
-    for decoder in ensemble.decoder.members:
+    for index, decoder in enumerate(ensemble.decoder.members):
         config = {key: value for key, value in decoder.get_config().items() if key not in ("name", "vocabulary_size")}
-        member = Captioner(ensemble.vocabulary.words, ensemble.encoder.get_config(), config, max_length=ensemble.max_length)
+        member = Captioner(ensemble.vocabulary.words, encoder_config, config, max_length=ensemble.max_length)
         member.build()
-        member.encoder.set_weights(encoder_weights)
+        member.encoder.backbone.set_weights(ensemble.encoder.backbone.get_weights())
+        if index and ensemble.encoder.member_blocks:
+            member.encoder.above.set_weights(ensemble.encoder.member_blocks[index - 1].get_weights())
         member.decoder.set_weights(decoder.get_weights())
         members.append(member)
     return members

@@ -12,6 +12,10 @@ Fine-tuning (`fine_tune_blocks` N > 0) splits the CNN at the start of its last N
 `below` (frozen) runs once per image and its output is what the feature cache stores;
 `above` (the last N blocks) trains with the decoder. BatchNorm layers stay in inference
 mode: their statistics were measured on ImageNet and a caption batch is too small to re-estimate them.
+
+An ensemble of fine-tuned models (`members` M > 1) shares `below` and keeps each member's own copy of
+the fine-tuned blocks: its features are the M members' features side by side, (B, L, M * D), and the
+ensemble's decoder gives member m its share.
 """
 
 from __future__ import annotations
@@ -97,9 +101,12 @@ class Encoder(keras.layers.Layer):
         layer: str | None = None,
         trainable_backbone: bool = False,
         fine_tune_blocks: int = 0,
+        members: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if members > 1 and not fine_tune_blocks:
+            raise ValueError("only an encoder with fine-tuned blocks has one copy of them per ensemble member")
         self.backbone_name = backbone
         self.image_size = image_size or default_image_size(backbone)
         self.trainable_backbone = trainable_backbone
@@ -126,6 +133,18 @@ class Encoder(keras.layers.Layer):
                 tuned.trainable = not isinstance(tuned, keras.layers.BatchNormalization)
         _, rows, columns, channels = self.below.output.shape
         self.cached_shape = (rows * columns, channels)  # what the feature cache holds per image: (L', D')
+        self.members = int(members)
+        # Members 1 .. M-1's copies of the fine-tuned blocks (member 0's are the backbone's own).
+        self.member_blocks = [self._copy_of_above(index) for index in range(1, self.members)]
+        self.member_feature_size = self.feature_size
+        self.feature_size *= self.members
+
+    def _copy_of_above(self, index: int) -> keras.Model:
+        copy = keras.models.clone_model(self.above)
+        copy.name = f"member_{index}_{self.above.name}"
+        for layer, original in zip(copy.layers, self.above.layers):
+            layer.trainable = original.trainable
+        return copy
 
     # `below` and `above` share the backbone's layers (and so its weights, saved once with it); kept as
     # cached properties so Keras does not track them as more sublayers of the encoder.
@@ -148,12 +167,15 @@ class Encoder(keras.layers.Layer):
     @property
     def fine_tuned_variables(self) -> list:
         """The weights that train with the decoder (none for a frozen encoder; BatchNorm never)."""
-        return list(self.above.trainable_variables) if self.above is not None else []
+        tops = [self.above, *self.member_blocks] if self.above is not None else []
+        return [variable for top in tops for variable in top.trainable_variables]
 
     def build(self, images_shape=None):
         pass  # the backbone was built when it was made
 
     def call(self, images):
+        if self.members > 1:
+            return self.encode_above(self.encode_below(images))
         features = self.backbone(self.preprocess(ops.cast(images, "float32")), training=False)
         rows, columns = self.grid
         return ops.reshape(features, (-1, rows * columns, self.feature_size))  # (B, L, D)
@@ -170,7 +192,9 @@ class Encoder(keras.layers.Layer):
             return activations
         side = self.below.output.shape[1:3]
         activations = ops.reshape(ops.cast(activations, "float32"), (-1, *side, self.cached_shape[1]))
-        features = self.above(activations, training=False)  # BatchNorm in inference mode even while training
+        # BatchNorm in inference mode even while training
+        features = [top(activations, training=False) for top in (self.above, *self.member_blocks)]
+        features = ops.concatenate(features, axis=-1) if len(features) > 1 else features[0]
         rows, columns = self.grid
         return ops.reshape(features, (-1, rows * columns, self.feature_size))
 
@@ -184,6 +208,7 @@ class Encoder(keras.layers.Layer):
             "layer": self.layer_name,
             "trainable_backbone": self.trainable_backbone,
             "fine_tune_blocks": self.fine_tune_blocks,
+            "members": self.members,
         }
 
 

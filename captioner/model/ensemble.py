@@ -4,6 +4,8 @@ Decoders trained from different seeds make different mistakes; averaging their n
 distributions (not their weights: each run ends in its own minimum) cancels some of them.
 All members read the same frozen encoder's features, so an ensemble costs one encoder pass
 and N decoder steps per word, and one model file holds it (`make_ensemble`, then `save_model`).
+Members whose encoders were fine-tuned (`--fine-tune-encoder`) share the frozen part and each keep
+their own fine-tuned blocks: each reads its own features (`feature_groups`).
 
     p(word | history) = 1/N sum_n p_n(word | history)        (all members see the same history)
     alpha            = 1/N sum_n alpha_n                      (the overlay shows where they looked on average)
@@ -32,8 +34,14 @@ class EnsembleDecoder(keras.layers.Layer):
     hard_attention = False  # soft attention only: one sampled location per member would not average
     hard_inference = "expected"
 
-    def __init__(self, members: list[dict], vocabulary_size: int, **kwargs):
+    def __init__(self, members: list[dict], vocabulary_size: int, feature_groups: int = 1, **kwargs):
+        """feature_groups: 1 if every member reads all the features; len(members) if the features are the
+        members' own side by side (members with their own fine-tuned encoder blocks, `Encoder(members=M)`)."""
         super().__init__(**kwargs)
+        if feature_groups not in (1, len(members)):
+            raise ValueError(f"an ensemble of {len(members)} decoders reads 1 or {len(members)} feature groups, "
+                             f"not {feature_groups}")
+        self.feature_groups = feature_groups
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 decoders, got {len(members)}")
         for config in members:
@@ -46,9 +54,9 @@ class EnsembleDecoder(keras.layers.Layer):
         ]
 
     def build(self, features_shape, tokens_shape=None):
-        raw_size = features_shape[-1]
+        raw_size = features_shape[-1] // self.feature_groups
         for member in self.members:
-            member.build(features_shape)
+            member.build((*features_shape[:-1], raw_size))
         # Where each member's part of the concatenated features and keys ends.
         feature_sizes = [member.feature_units or raw_size for member in self.members]
         key_sizes = [member.attention.key_size(size) for member, size in zip(self.members, feature_sizes)]
@@ -57,7 +65,7 @@ class EnsembleDecoder(keras.layers.Layer):
 
     def prepare(self, features):
         """features (B, L, raw D) -> (features (B, L, sum D_n), keys (B, L, sum K_n), [h_1, c_1, ..., h_N, c_N])."""
-        prepared = [member.prepare(features) for member in self.members]
+        prepared = [member.prepare(own) for member, own in zip(self.members, self._own_features(features))]
         member_features = ops.concatenate([p[0] for p in prepared], axis=-1)
         member_keys = ops.concatenate([p[1] for p in prepared], axis=-1)
         state = [tensor for p in prepared for tensor in p[2]]
@@ -80,9 +88,16 @@ class EnsembleDecoder(keras.layers.Layer):
 
     def call(self, features, token_ids, training=False):
         """Teacher forcing: -> log of the mean probabilities (B, T, V), mean attention weights (B, T, L)."""
-        outputs = [member(features, token_ids, training=training) for member in self.members]
+        outputs = [member(own, token_ids, training=training)
+                   for member, own in zip(self.members, self._own_features(features))]
         log_probs = [ops.log_softmax(logits, axis=-1) for logits, _ in outputs]
         return self._average(log_probs), ops.mean(ops.stack([weights for _, weights in outputs]), axis=0)
+
+    def _own_features(self, features) -> list:
+        """Each member's raw features: all of them, or its group of the members' side-by-side features."""
+        if self.feature_groups == 1:
+            return [features] * len(self.members)
+        return ops.split(features, self.feature_groups, axis=-1)
 
     def _average(self, log_probs):
         """log(1/N sum_n p_n), computed from log p_n without leaving log space."""
@@ -93,4 +108,5 @@ class EnsembleDecoder(keras.layers.Layer):
         return [member.get_config() for member in self.members]
 
     def get_config(self):
-        return {**super().get_config(), "members": self.member_configs, "vocabulary_size": self.vocabulary_size}
+        return {**super().get_config(), "members": self.member_configs, "vocabulary_size": self.vocabulary_size,
+                "feature_groups": self.feature_groups}

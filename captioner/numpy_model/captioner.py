@@ -29,6 +29,9 @@ class Encoder:
         if config.get("backbone") != "mobilenet_v2":
             raise UnsupportedModel(f"{keras_file.path}: the NumPy model runs MobileNetV2 encoders, not "
                                    f"{config.get('backbone')}")
+        if config.get("members", 1) > 1:
+            raise UnsupportedModel(f"{keras_file.path}: an ensemble whose members have their own fine-tuned encoder "
+                                   "blocks runs in Keras only")
         self.image_size = config["image_size"]
         self.layers = (config.get("layer") or "out_relu").split("+")  # several: fused (captioner.model.encoder)
         names = MobileNetV2.layer_names()
