@@ -20,7 +20,7 @@ import numpy as np
 
 # (expansion t, output channels c, blocks n, first block's stride s): the paper's Table 2.
 BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-FIRST_FILTERS, LAST_FILTERS = 32, 1280
+FIRST_FILTERS = 32  # Conv1's channels; every other size comes from the saved kernels
 BATCH_NORM_EPSILON = 1e-3  # keras.applications' MobileNetV2 uses 1e-3, not BatchNormalization's default
 
 
