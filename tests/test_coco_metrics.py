@@ -57,3 +57,19 @@ def test_nltk_bleu_known_answers():
     assert all(same[f"bleu{n}"] == pytest.approx(1.0) for n in range(1, 5))
     disjoint = metrics.bleu_scores([["zebra"] * 3, ["quantum", "flux", "capacitor"]], references)
     assert all(disjoint[f"bleu{n}"] == 0.0 for n in range(1, 5))
+
+
+@pytest.mark.skipif(not java_available(), reason="METEOR needs Java")
+def test_one_meteor_process_serves_every_call_and_a_dead_one_is_replaced():
+    from captioner.evaluation import coco_metrics
+
+    references = {1: ["a dog runs on the grass", "a brown dog running"], 2: ["two people on a beach"]}
+    hypotheses = {1: "a dog runs on grass", 2: "people on the beach"}
+    first = coco_scores(references, hypotheses)["METEOR"]
+    process = coco_metrics._meteor_scorer().meteor_p
+    assert coco_scores(references, hypotheses)["METEOR"] == first
+    assert coco_metrics._meteor_scorer().meteor_p is process  # the same Java process: started once
+    process.kill()
+    process.wait()
+    assert coco_scores(references, hypotheses)["METEOR"] == first  # a new one, the same score
+    assert coco_metrics._meteor_scorer().meteor_p is not process

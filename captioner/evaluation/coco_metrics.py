@@ -10,7 +10,9 @@ downloads a Stanford model on first use.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import io
 import shutil
 
@@ -64,13 +66,34 @@ def coco_scores(references: dict, hypotheses: dict, use_java: bool | None = None
     scores["CIDEr-D"] = _cider_d(gts, res)
     unavailable = {}
     if meteor and use_java:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        scorer = Meteor()  # a Java subprocess, ended when the scorer is collected
-        scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
-        del scorer
+        scores["METEOR"] = _meteor_score(gts, res)
     elif meteor:
         unavailable["METEOR"] = "needs Java (the METEOR 1.5 jar); install a JRE, e.g. apt-get install default-jre"
     if unavailable:
         scores["unavailable"] = unavailable
     return scores
+
+
+@functools.cache
+def _meteor_scorer():
+    """One METEOR scorer per process. Its jar takes about 10 s to start (Java, then its paraphrase tables: most
+    of a short training run's test report), so every later call in the process reuses it: several splits or
+    beam sizes, or a test suite's many small runs. Its Java process ends with ours."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    atexit.register(scorer.meteor_p.kill)
+    return scorer
+
+
+def _meteor_score(gts: dict, res: dict) -> float:
+    try:
+        return float(_meteor_scorer().compute_score(gts, res)[0])
+    except (OSError, ValueError):  # its Java process died (killed, out of memory): start another, once
+        stale = _meteor_scorer()
+        _meteor_scorer.cache_clear()
+        if stale.lock.locked():
+            stale.lock.release()  # pycocoevalcap holds its lock across the failed exchange
+        with contextlib.suppress(OSError):  # the pipe is broken; closed here, its __del__ has nothing left to do
+            stale.meteor_p.stdin.close()
+        return float(_meteor_scorer().compute_score(gts, res)[0])
