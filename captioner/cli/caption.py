@@ -60,8 +60,8 @@ class Result:
     boxes: list | None = None  # with --entities: per word, the annotated boxes of the phrases it heads
 
 
-def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_size: int = 1, max_length: int | None = None,
-                  batch_size: int = 16, length_penalty: float = 0.0) -> Iterator[Result]:
+def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_size: int = 1,
+                  max_length: int | None = None, batch_size: int = 16, length_penalty: float = 0.0) -> Iterator[Result]:
     """One Result per path, in order; a bad file gives a Result with `error` and the others go on."""
     size = captioner.encoder.image_size
     for start in range(0, len(paths), batch_size):
@@ -204,7 +204,7 @@ def import_tensorflow_without_matplotlib() -> None:
             del sys.modules["matplotlib"]
 
 
-def load_model(path, engine: str = "auto", photos: int = 1) -> Captioner:
+def load_model(path, engine: str = "auto", photos: int = 1) -> Captioner | NumpyCaptioner:
     """The model at `path`, run by NumPy (no TensorFlow to start) or by Keras, as `engine` and the
     number of photos say; ValueError naming the file if it cannot be loaded."""
     if engine == "numpy" or (engine == "auto" and photos <= NUMPY_MAX_PHOTOS):
