@@ -22,7 +22,6 @@ from helpers import SMALL_IMAGE, make_captioner
 from captioner.cli import caption as caption_cli
 from captioner.data.images import load_images
 from captioner.model.captioner import Captioner, make_ensemble
-from captioner.model.encoder import Encoder
 from captioner.model.saving import SHIPPED_MODEL, save_model
 from captioner.numpy_model import NumpyCaptioner, UnsupportedModel, load_numpy_captioner
 from captioner.numpy_model.captioner import Encoder as NumpyEncoder
@@ -64,43 +63,23 @@ def _both(model, tmp_path) -> tuple[Captioner, NumpyCaptioner]:
                                        ("block_13_expand_relu+out_relu", SMALL_IMAGE)])
 def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     # 75 px: odd sizes on the way down, where keras.applications pads before and after a stride-2 layer.
+    # A fused cut ("+"): the NumPy encoder repeats the coarser map and joins them as Keras does.
     keras.utils.set_random_seed(1)
-    encoder = Encoder("mobilenet_v2", weights=None, image_size=size, layer=cut)
-    model = keras.Sequential([keras.Input((size, size, 3)), encoder])
-    model.save(tmp_path / "encoder.keras")
-    weights = zipfile.ZipFile(tmp_path / "encoder.keras").read("model.weights.h5")
-    (tmp_path / "w.h5").write_bytes(weights)
-    import h5py
-
-    with h5py.File(tmp_path / "w.h5") as store:
-        prefix = next(name for name in _groups(store) if name.endswith("/backbone"))
-        arrays = {}
-        store.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-
-    def variables(name):
-        found = []
-        while f"{prefix}/layers/{name}/vars/{len(found)}" in arrays:
-            found.append(arrays[f"{prefix}/layers/{name}/vars/{len(found)}"])
-        return found
+    decoder = {key: value for key, value in make_captioner().decoder.get_config().items()
+               if key not in ("name", "vocabulary_size")}
+    model = Captioner(make_captioner().vocabulary.words, dict(backbone="mobilenet_v2", weights=None, image_size=size,
+                                                              layer=cut), decoder, max_length=8)
+    model.build()
+    save_model(model, tmp_path / "model.keras")
+    keras_file = KerasFile(tmp_path / "model.keras")
+    numpy_encoder = NumpyEncoder(keras_file.config["encoder"], keras_file)
 
     images = _images(2, size)
-    expected = keras.ops.convert_to_numpy(encoder(images))
-    if "+" in cut:  # a fused encoder: the NumPy model's Encoder repeats and joins the maps
-        keras_file = KerasFile.__new__(KerasFile)
-        keras_file.path, keras_file.variables = "encoder.keras", lambda path: variables(path.rsplit("/", 1)[-1])
-        numpy_encoder = NumpyEncoder({"backbone": "mobilenet_v2", "image_size": size, "layer": cut}, keras_file)
-        assert numpy_encoder.grid == tuple(encoder.grid)
-        found = numpy_encoder(images)
-    else:
-        found = MobileNetV2(variables, cut=cut)(images)
-        assert found.shape[1:3] == tuple(encoder.grid) == MobileNetV2.grid(size, cut)
-    np.testing.assert_allclose(found.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
-
-
-def _groups(store):
-    names = []
-    store.visit(names.append)
-    return names
+    expected = keras.ops.convert_to_numpy(model.encoder(images))
+    assert numpy_encoder.grid == tuple(model.encoder.grid)
+    if "+" not in cut:
+        assert numpy_encoder.grid == MobileNetV2.grid(size, cut)
+    np.testing.assert_allclose(numpy_encoder(images), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("settings", [

@@ -136,7 +136,6 @@ class Encoder(keras.layers.Layer):
         self.members = int(members)
         # Members 1 .. M-1's copies of the fine-tuned blocks (member 0's are the backbone's own).
         self.member_blocks = [self._copy_of_above(index) for index in range(1, self.members)]
-        self.member_feature_size = self.feature_size
         self.feature_size *= self.members
 
     def _copy_of_above(self, index: int) -> keras.Model:

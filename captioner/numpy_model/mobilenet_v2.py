@@ -14,6 +14,7 @@ in the order the network makes them (`conv2d`, `conv2d_1`, ...).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -74,9 +75,10 @@ class MobileNetV2:
             raise _CutReached
 
     @classmethod
-    def layer_names(cls) -> list[str]:
-        """Every layer's name, in order (built without weights)."""
-        return [name for name, _, _ in cls(None)._layers]
+    @functools.cache
+    def layer_names(cls) -> tuple[str, ...]:
+        """Every layer's name, in order (built once, without weights)."""
+        return tuple(name for name, _, _ in cls(None)._layers)
 
     @classmethod
     def grid(cls, image_size: int, layer: str) -> tuple[int, int]:
@@ -133,9 +135,9 @@ class MobileNetV2:
         self._append(name, (source,), lambda x: np.clip(x, 0.0, 6.0))
 
     def _zero_pad_for_stride_2(self, name: str, source: str) -> None:
-        """keras.applications' `correct_pad`: one more row and column after than before, for an even size."""
+        """keras.applications' `correct_pad`: one row and column after; one before too for an odd size."""
         def pad(x):
-            return _padded(x, 1 - (1 - x.shape[1] % 2), 1, 1 - (1 - x.shape[2] % 2), 1)
+            return _padded(x, x.shape[1] % 2, 1, x.shape[2] % 2, 1)
         self._append(name, (source,), pad)
 
     def _add(self, name: str, first: str, second: str) -> None:
