@@ -65,10 +65,11 @@ def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     # 75 px: odd sizes on the way down, where keras.applications pads before and after a stride-2 layer.
     # A fused cut ("+"): the NumPy encoder repeats the coarser map and joins them as Keras does.
     keras.utils.set_random_seed(1)
-    decoder = {key: value for key, value in make_captioner().decoder.get_config().items()
+    reference = make_captioner()  # its vocabulary and decoder settings, over the encoder under test
+    decoder = {key: value for key, value in reference.decoder.get_config().items()
                if key not in ("name", "vocabulary_size")}
-    model = Captioner(make_captioner().vocabulary.words, dict(backbone="mobilenet_v2", weights=None, image_size=size,
-                                                              layer=cut), decoder, max_length=8)
+    model = Captioner(reference.vocabulary.words, dict(backbone="mobilenet_v2", weights=None, image_size=size,
+                                                       layer=cut), decoder, max_length=8)
     model.build()
     save_model(model, tmp_path / "model.keras")
     keras_file = KerasFile(tmp_path / "model.keras")
