@@ -18,6 +18,8 @@ from captioner.evaluation.grounding_scores import (
     format_table,
     mass,
     norm_map,
+    overlap,
+    pair_scores,
     pointing,
     score_phrase,
 )
@@ -97,6 +99,27 @@ def test_phrase_scores_use_the_mean_map_of_its_words_and_the_map_of_its_last():
     assert scores["mass_words_drawn"] == 0.5  # one-hot maps are their own drawn maps
     np.testing.assert_array_equal(drawn_maps(np.array([[0.1, 0.7, 0.2]])), [[0, 1, 0]])
     assert "mass_words_drawn" not in score_phrase(maps, 1, 2, coverage, corners, GRID, np.full(49, 1 / 49))
+
+
+def test_word_specificity_compares_each_phrases_own_map_with_the_other_phrases_map_in_its_boxes():
+    shirt_coverage, _ = shirt()
+    dog_coverage = box_coverage([(350, 200, 480, 360)], 500, 375, *GRID)  # bottom right, away from the shirt
+    inside_shirt, inside_dog = 2 * 7 + 1, 5 * 7 + 5
+    assert dog_coverage[inside_dog] == 1.0 and overlap(shirt_coverage, dog_coverage) == 0.0
+    looks_at_its_own = [(("clothing",), one_hot(inside_shirt), shirt_coverage),
+                        (("animals",), one_hot(inside_dog), dog_coverage)]
+    assert [(types, s["specificity"], s["specificity_margin"]) for types, s in pair_scores(looks_at_its_own)] == [
+        (("clothing",), 1.0, 1.0), (("animals",), 1.0, 1.0)]
+    swapped = [(types, one_hot(inside_dog if types == ("clothing",) else inside_shirt), coverage)
+               for types, _, coverage in looks_at_its_own]
+    assert [s["specificity"] for _, s in pair_scores(swapped)] == [0.0, 0.0]
+    rng = np.random.default_rng(0)
+    agnostic = rng.dirichlet(np.ones(49))  # one map whatever the word: a tie in every pair
+    scores = pair_scores([(t, agnostic, c) for t, _, c in looks_at_its_own])
+    assert [(s["specificity"], s["specificity_margin"]) for _, s in scores] == [(0.5, 0.0), (0.5, 0.0)]
+    # the same thing named twice ("a man ... the man") is not a pair: nothing to tell apart
+    assert pair_scores([looks_at_its_own[0], (("people",), one_hot(inside_dog), shirt_coverage)]) == []
+    assert overlap(shirt_coverage, shirt_coverage) == 1.0
 
 
 def test_tally_counts_a_phrase_under_each_of_its_types_and_once_overall():
@@ -189,6 +212,10 @@ def test_a_model_without_attention_scores_exactly_chance(tmp_path):
     for scores in report["types"].values():
         assert scores["mass_words"] == pytest.approx(scores["chance"], abs=1e-7)
         assert scores["mass_head"] == pytest.approx(scores["chance"], abs=1e-7)
+    # the same (uniform) map for every word: no pair of phrases is told apart
+    assert report["word_specificity"][OVERALL]["pairs"] >= 1
+    for scores in report["word_specificity"].values():
+        assert scores["specificity"] == 0.5 and scores["specificity_margin"] == pytest.approx(0.0, abs=1e-7)
 
 
 def test_a_split_without_annotations_or_a_wrong_folder_fails_with_one_line(tmp_path, capsys):

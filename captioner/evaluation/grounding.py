@@ -11,6 +11,8 @@ every phrase whose boxes cover less than 90% of the image, the maps of the steps
 scored (captioner/evaluation/grounding_scores.py): attention mass inside the boxes against chance (a uniform
 map), and pointing (the top cell's centre inside a box) against always pointing at the centre cell; a
 word-agnostic map, the L2 norm of the encoder's features per cell (`f-norm`), is scored the same way.
+Word specificity: for pairs of phrases of one caption that name different things, whether each phrase's head
+map puts more mass in its own boxes than the other phrase's head map does (a word-agnostic map: 0.5).
 Hard-attention models (argmax inference) are scored on their soft alpha and on the one cell they draw
 (`drawn`); an ensemble on its members' average map, the map its overlays show. Images without annotation
 files are skipped and counted. Writes DIR/grounding.json (--out) and prints a table per entity type.
@@ -30,7 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from captioner.evaluation.grounding_scores import OVERALL, Tally, centre_cell, format_table, norm_map, score_phrase
+from captioner.evaluation.grounding_scores import (
+    OVERALL,
+    Tally,
+    centre_cell,
+    format_specificity,
+    format_table,
+    norm_map,
+    pair_scores,
+    score_phrase,
+)
 from captioner.utils.quiet import import_tensorflow_quietly
 
 DECODE_BATCH = 100  # captions teacher-forced at once, sorted by length so a batch pads little
@@ -75,16 +86,18 @@ SKIPPED = ("no_box", "too_large", "past_max_length")  # why a phrase is not scor
 
 
 class Scorer:
-    """Scores every boxed phrase of the captions it is given into a Tally, and counts what it skips."""
+    """Scores every boxed phrase of the captions it is given into a Tally, the pairs of phrases of one caption
+    into another (word specificity), and counts what it skips."""
 
     def __init__(self, grid, hard: bool, max_cover: float):
         self.grid, self.hard, self.max_cover = grid, hard, max_cover
-        self.tally, self.skipped = Tally(), collections.Counter()
+        self.tally, self.pairs, self.skipped = Tally(), Tally(), collections.Counter()
 
     def caption(self, maps: np.ndarray, sentence, annotation, kept: int, feature_norm: np.ndarray, cache: dict) -> None:
         """maps (T, L) of one teacher-forced caption whose first `kept` words were fed."""
         from captioner.data.entities import normalised_boxes, phrase_coverage
 
+        scored = []  # (types, head map, coverage) of this caption's scored phrases
         for phrase in sentence.phrases:
             coverage = phrase_coverage(annotation, phrase, self.grid, cache)
             if coverage is None or not coverage.any():
@@ -97,6 +110,9 @@ class Scorer:
                 corners = normalised_boxes(annotation.boxes_of(phrase), annotation.width, annotation.height)
                 self.tally.add(phrase.types, score_phrase(maps, phrase.first, phrase.last, coverage, corners,
                                                           self.grid, feature_norm, self.hard))
+                scored.append((phrase.types, maps[phrase.last], coverage))
+        for types, scores in pair_scores(scored):
+            self.pairs.add(types, scores)
 
 
 def is_hard(decoder) -> bool:
@@ -105,7 +121,8 @@ def is_hard(decoder) -> bool:
 
 
 def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH, max_cover: float | None = None):
-    """(Tally of every boxed phrase's scores, counts of captions and of skipped phrases).
+    """(Tally of every boxed phrase's scores, Tally of the pairs' word specificity, counts of captions and of
+    skipped phrases).
 
     features: (N, L', D') cached encoder outputs (`Encoder.encode_below`: the features of a frozen encoder; an
     array or a FeatureView) of the N annotated images, in the order of `annotations`.
@@ -133,7 +150,7 @@ def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH
             for row, (image, sentence, ids) in enumerate(batch):
                 kept = len(ids) - 2
                 scorer.caption(maps[row], sentence, annotations[image], kept, norms[image - first], caches[image])
-    return scorer.tally, {"captions": captions, **{reason: scorer.skipped[reason] for reason in SKIPPED}}
+    return scorer.tally, scorer.pairs, {"captions": captions, **{reason: scorer.skipped[reason] for reason in SKIPPED}}
 
 
 def describe_maps(captioner) -> dict[str, str]:
@@ -229,8 +246,9 @@ def main(argv=None) -> int:
     keep = [n for n, index in enumerate(indices) if split.paths is None or split.paths[index] not in failed]
     annotations = [annotations[n] for n in keep]
     encoded = time.perf_counter()
-    tally, counts = score_split(captioner, features, annotations)
+    tally, pairs, counts = score_split(captioner, features, annotations)
     summary = tally.summary()
+    specificity = {group: {"pairs": scores.pop("phrases"), **scores} for group, scores in pairs.summary().items()}
     report = {
         "model": str(args.model), "dataset": args.dataset, "split": args.split, "entities": str(args.entities),
         "images": len(split), "images_scored": len(annotations), "images_without_annotations": len(split) - len(indices),
@@ -238,6 +256,7 @@ def main(argv=None) -> int:
         "phrases_scored": summary.get(OVERALL, {}).get("phrases", 0),
         "phrases_skipped": {reason: counts[reason] for reason in SKIPPED}, "max_cover": MAX_COVER,
         "grid": list(captioner.grid), "maps": describe_maps(captioner), "types": summary,
+        "word_specificity": specificity,
         "seconds": {"loading": loaded - started, "features": encoded - loaded,
                     "scoring": time.perf_counter() - encoded},
     }
@@ -249,6 +268,8 @@ def main(argv=None) -> int:
         f"{skipped['too_large']} with boxes over >= {MAX_COVER:.0%} of the image, {skipped['past_max_length']} past "
         f"max_length\nmaps: {report['maps']['model_maps']}")))
     print(f"centre: {report['maps']['centre']}\nf-norm: {report['maps']['f-norm']}")
+    if specificity:
+        print(format_specificity(specificity))
     if args.out:
         atomic_write_text(Path(args.out) / "grounding.json", json.dumps(report, indent=2))
         print(f"wrote {Path(args.out) / 'grounding.json'}")

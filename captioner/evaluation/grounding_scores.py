@@ -8,6 +8,12 @@ inside the union of the boxes (`captioner.data.entities.box_coverage`).
               thing. A uniform map scores the boxes' share of the image, `chance`.
     pointing  whether the centre of the highest-weight cell lies inside a box (the pointing game of Zhang et
               al. 2016, on the grid). Baseline: always the centre cell.
+
+Whether the maps are word-specific, not one map of "where the objects are" whatever the word, is scored on
+pairs of phrases of one caption that name different things (boxes overlapping less than DISTINCT_OVERLAP):
+
+    specificity  whether phrase A's head map puts more mass in A's boxes than phrase B's head map does (1, 0;
+                 0.5 on a tie). Any word-agnostic map, the same for every word, scores exactly 0.5.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 
 REPORT_TYPES = ("people", "animals", "clothing", "bodyparts", "vehicles", "instruments", "scene", "other")
 OVERALL = "overall"
+DISTINCT_OVERLAP = 0.5  # two phrases name different things when their covered cells overlap less (IoU)
 
 # (block, column title, score key); the `drawn` columns exist for hard attention only
 COLUMNS = (
@@ -117,6 +124,32 @@ def score_phrase(maps: np.ndarray, first: int, last: int, coverage: np.ndarray, 
     return scores
 
 
+def overlap(coverage: np.ndarray, other: np.ndarray) -> float:
+    """Intersection over union of two phrases' covered shares of the cells (0: disjoint boxes, 1: the same)."""
+    union = np.maximum(coverage, other).sum()
+    return float(np.minimum(coverage, other).sum() / union) if union else 0.0
+
+
+def specificity(own: np.ndarray, other: np.ndarray, coverage: np.ndarray) -> dict[str, float]:
+    """Does a phrase's own map find its boxes better than another word's map of the same caption does?
+
+    own, other: (L,) head maps of the two phrases; coverage: the first phrase's boxes. `specificity` is 1, 0,
+    or 0.5 on a tie; `specificity_margin` is the difference of the two masses.
+    """
+    own_mass, other_mass = mass(own, coverage), mass(other, coverage)
+    won = 0.5 if np.isclose(own_mass, other_mass, rtol=0.0, atol=1e-9) else float(own_mass > other_mass)
+    return {"specificity": won, "specificity_margin": own_mass - other_mass}
+
+
+def pair_scores(phrases) -> list[tuple[tuple, dict[str, float]]]:
+    """phrases: (types, head map, coverage) of the scored phrases of one caption -> (types of A, scores) for
+    every ordered pair (A, B) whose boxes overlap less than DISTINCT_OVERLAP."""
+    return [(types, specificity(head, other_head, coverage))
+            for a, (types, head, coverage) in enumerate(phrases)
+            for b, (_, other_head, other_coverage) in enumerate(phrases)
+            if a != b and overlap(coverage, other_coverage) < DISTINCT_OVERLAP]
+
+
 class Tally:
     """Means of phrase scores per entity type (a phrase with several types counts under each) and overall."""
 
@@ -150,4 +183,16 @@ def format_table(summary: dict[str, dict], title: str) -> str:
     for group, scores in summary.items():
         row = "  ".join("".join(f"{scores[key]:>8.3f}" for _, key in block) for block in blocks)
         lines.append(f"{group:<12}{scores['phrases']:>9}{row}")
+    return "\n".join(lines)
+
+
+def format_specificity(summary: dict[str, dict]) -> str:
+    """The pairs' summary ({group: {"pairs": n, "specificity": mean, "specificity_margin": mean}}) as a text table."""
+    lines = ["word specificity: phrase A's head map against phrase B's, in A's boxes (pairs of one caption naming "
+             "different things;\nwins: share of pairs where A's own map puts more mass there; any word-agnostic map "
+             "scores 0.500, margin 0)",
+             f"{'type of A':<12}{'pairs':>9}{'wins':>8}{'margin':>8}"]
+    for group, scores in summary.items():
+        lines.append(f"{group:<12}{scores['pairs']:>9}{scores['specificity']:>8.3f}"
+                     f"{scores['specificity_margin']:>8.3f}")
     return "\n".join(lines)
