@@ -22,6 +22,10 @@ Variants:
   ours_keys_every_word    the attention's feature projection recomputed for every word
   ours_while_loop         the words in a tf.while_loop instead of an unrolled graph
   ours_float16            mixed precision (float16 compute, float32 variables)
+  ours_fused              ours on the shipped model's fused 14x14 grid (block_13_expand_relu+out_relu: 196 cells
+                          of 576 + 1,280 features, the 7x7 part repeated 2x2), its projection computed per
+                          7x7 cell for the repeated part (DecoderWithAttention's fused_layout)
+  ours_fused_plain        the same with the projection multiplied on all 196 cells' 1,856 features
   tutorial_eager          the way tutorials write it: eager GradientTape, a Python loop over the
                           words calling the decoder one step at a time, attention projection every
                           word, every caption padded to the maximum length
@@ -43,11 +47,12 @@ import common
 
 VARIANTS = ["ours", "ours_no_xla", "ours_dot", "ours_general", "ours_scaled_dot", "ours_none", "ours_fixed_length",
             "ours_random_batches", "ours_keys_every_word", "ours_while_loop",
-            "ours_float16", "pipeline_float16", "pipeline_float32",
+            "ours_float16", "ours_fused", "ours_fused_plain", "pipeline_float16", "pipeline_float32",
             "tutorial_eager", "tutorial_step_function"]
 TUTORIALS = ("tutorial_eager", "tutorial_step_function")
 BATCH = 64
 TUTORIAL_STEPS = 8  # tutorial steps are slow; fewer of them are timed
+FUSED_LAYERS = "block_13_expand_relu+out_relu"  # the shipped model's 14x14 grid
 
 
 def parse_args(argv=None):
@@ -170,9 +175,11 @@ def run_one(args) -> dict:
         else "additive"
     # XLA for ours and its other scores; every other variant changes the plain step. (XLA cannot compile
     # the while loop's gradient when the batch size is not fixed: shapes must be compile-time constants.)
-    xla = variant in ("ours", "ours_dot", "ours_general", "ours_scaled_dot", "ours_none")
+    xla = variant in ("ours", "ours_dot", "ours_general", "ours_scaled_dot", "ours_none", "ours_fused",
+                      "ours_fused_plain")
+    fused = variant.startswith("ours_fused")
     config = Config.for_dataset("flickr8k", data_dir=args.data_dir, attention=attention, batch_size=BATCH,
-                                jit_compile=xla)
+                                jit_compile=xla, **({"encoder_layer": FUSED_LAYERS} if fused else {}))
     train = load_splits(config)["train"]
     vocabulary = Vocabulary.build([c for refs in train.captions for c in refs], config.min_word_count)
     encoder = Encoder(**config.encoder_kwargs())  # frozen: the cache holds its features
@@ -184,7 +191,8 @@ def run_one(args) -> dict:
     keras.utils.set_random_seed(0)
     decoder_class = decoder_classes()[{"ours_keys_every_word": "keys_every_word",
                                        "ours_while_loop": "while_loop"}.get(variant)]
-    decoder = decoder_class(len(vocabulary), **config.decoder_kwargs())
+    layout = {"fused_layout": encoder.fused_layout} if variant == "ours_fused" else {}
+    decoder = decoder_class(len(vocabulary), **config.decoder_kwargs(), **layout)
     decoder.build((None, *features.shape[1:]))
 
     if variant.startswith("pipeline"):

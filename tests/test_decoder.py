@@ -79,3 +79,46 @@ def test_each_attention_score_trains_a_step(score):
     changed = [not np.allclose(b, np.array(v)) for b, v in zip(before, captioner.decoder.trainable_variables)]
     assert all(changed), "every trainable variable should get a gradient"
     assert last < first
+
+
+def test_a_fused_grid_is_projected_per_coarse_cell_with_the_same_result_and_gradients():
+    """W [a; repeat(b)] = W_a a + repeat(W_b b): the fast projection of fused features changes no number."""
+    from captioner.model.decoder import DecoderWithAttention
+
+    layout = [[4, 4, 6], [2, 2, 5]]  # a 4x4 grid of 6 channels beside a 2x2 grid of 5, repeated 2x2
+    rng = np.random.default_rng(0)
+    fine, coarse = rng.normal(size=(3, 4, 4, 6)), rng.normal(size=(3, 2, 2, 5))
+    repeated = coarse.repeat(2, axis=1).repeat(2, axis=2)
+    features = tf.constant(np.concatenate([fine, repeated], -1).reshape(3, 16, 11), tf.float32)
+    tokens = tf.constant([[1, 4, 5], [1, 6, 2], [1, 3, 3]])
+    plain, fast = (DecoderWithAttention(9, embedding_dim=4, units=8, attention_units=4, feature_units=7, dropout=0.0,
+                                        fused_layout=fused) for fused in (None, layout))
+    for decoder in (plain, fast):
+        decoder.build(features.shape)
+    fast.set_weights(plain.get_weights())
+
+    def loss_and_gradients(decoder):
+        with tf.GradientTape() as tape:
+            logits, weights = decoder(features, tokens)
+            loss = tf.reduce_sum(logits**2) + tf.reduce_sum(decoder.prepare(features)[0])
+        return loss, tape.gradient(loss, decoder.trainable_variables)
+
+    np.testing.assert_allclose(fast.prepare(features)[0], plain.prepare(features)[0], rtol=1e-5, atol=1e-5)
+    (plain_loss, plain_gradients), (fast_loss, fast_gradients) = map(loss_and_gradients, (plain, fast))
+    np.testing.assert_allclose(fast_loss, plain_loss, rtol=1e-5)
+    for fast_gradient, plain_gradient in zip(fast_gradients, plain_gradients):
+        np.testing.assert_allclose(tf.convert_to_tensor(fast_gradient), tf.convert_to_tensor(plain_gradient),
+                                   rtol=1e-4, atol=1e-5)  # (embedding gradients come as IndexedSlices)
+    assert DecoderWithAttention.from_config(fast.get_config()).fused_layout == layout
+
+
+def test_a_captioner_tells_its_decoders_the_layout_of_a_fused_encoder():
+    from captioner.data.vocabulary import SPECIAL_TOKENS
+    from captioner.model.captioner import Captioner
+
+    decoder = dict(embedding_dim=4, units=8, attention_units=4, feature_units=8, dropout=0.0)
+    fused = Captioner([*SPECIAL_TOKENS, "dog"], dict(backbone="mobilenet_v2", weights=None, image_size=96,
+                                         layer="block_13_expand_relu+out_relu"), [decoder, decoder])
+    assert [member.fused_layout for member in fused.decoder.members] == [[[6, 6, 576], [3, 3, 1280]]] * 2
+    single = Captioner([*SPECIAL_TOKENS, "dog"], dict(backbone="mobilenet_v2", weights=None, image_size=96), decoder)
+    assert single.decoder.fused_layout is None

@@ -31,13 +31,17 @@ class Captioner(keras.Model):
         self.vocabulary = Vocabulary(vocabulary)
         self.max_length = max_length
         self.encoder = Encoder(**encoder)
+        # How the encoder's features are laid out is the encoder's to say (models saved before it was a setting
+        # get it too).
+        layout = {"fused_layout": self.encoder.fused_layout}
         if isinstance(decoder, (list, tuple)):
-            self.decoder = EnsembleDecoder(list(decoder), vocabulary_size=len(self.vocabulary),
+            decoder = [{**member, **layout} for member in decoder]
+            self.decoder = EnsembleDecoder(decoder, vocabulary_size=len(self.vocabulary),
                                            feature_groups=self.encoder.members, name="ensemble")
         elif self.encoder.members > 1:
             raise ValueError(f"an encoder with {self.encoder.members} members' blocks needs as many decoders")
         else:
-            decoder = {key: value for key, value in decoder.items() if key != "vocabulary_size"}
+            decoder = {key: value for key, value in {**decoder, **layout}.items() if key != "vocabulary_size"}
             self.decoder = DecoderWithAttention(vocabulary_size=len(self.vocabulary), **decoder)
         self._decoders = {}  # compiled decoding functions, one per (beam size, max length)
 

@@ -22,6 +22,11 @@ Two additions the paper does not have, both optional:
   * `location_embedding`: add a learned vector per grid location to the features,
     so the context vector also says *where* the model looked. Without it the
     decoder can hardly tell "above" from "below".
+
+`fused_layout` (set by the Captioner from a fused encoder, e.g. 14x14x576 beside 7x7x1280 repeated 2x2)
+changes only how the projection is computed: W [a; repeat(b)] = W_a a + repeat(W_b b), so each coarse
+part is projected once per coarse cell instead of once per fine cell (the same numbers, 2x less work
+for MobileNetV2's fused 14x14 grid, where the projection is most of a training step).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class DecoderWithAttention(keras.layers.Layer):
         hard_attention: bool = False,
         hard_inference: str = "argmax",
         seed: int | None = None,
+        fused_layout: list[list[int]] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,6 +71,7 @@ class DecoderWithAttention(keras.layers.Layer):
         self.hard_attention = hard_attention
         self.hard_inference = hard_inference
         self.seed = seed
+        self.fused_layout = [list(part) for part in fused_layout] if fused_layout else None
         if hard_attention:  # its state is a variable: checkpoints keep it, so a resumed run samples the same
             self.location_seed = keras.random.SeedGenerator(seed, name="location_seed")
 
@@ -106,12 +113,38 @@ class DecoderWithAttention(keras.layers.Layer):
         features (B, L, raw D) -> (features (B, L, D), attention keys, initial [h, c] each (B, units))
         """
         if self.feature_units:
-            features = self.feature_projection(features)
+            features = self._project(features)
         if self.use_location_embedding:
             features = features + self.location_embedding
         mean_feature = ops.mean(features, axis=1)  # (B, D)
         state = [self.init_h(mean_feature), self.init_c(mean_feature)]
         return features, self.attention.keys(features), state
+
+    def _project(self, features):
+        """The feature projection, Dense + ReLU: (B, L, raw D) -> (B, L, feature_units).
+
+        For fused features, each coarse part's channels are multiplied on its own grid and the products
+        repeated up to the fine grid, which is what multiplying the repeated features would give.
+        """
+        if not self.fused_layout:
+            return self.feature_projection(features)
+        rows, columns = self.fused_layout[0][:2]  # the finest grid comes first (`Encoder.fused_layout`)
+        kernel = ops.cast(self.feature_projection.kernel, features.dtype)
+        projected, start = self.feature_projection.bias, 0
+        for part_rows, part_columns, channels in self.fused_layout:
+            part = features[:, :, start : start + channels]  # (B, L, channels)
+            part_kernel = kernel[start : start + channels]
+            start += channels
+            factor = rows // part_rows
+            if factor == 1:
+                projected = projected + ops.matmul(part, part_kernel)
+                continue
+            # One fine cell per coarse cell (its top-left copy), projected, then repeated back over the block.
+            coarse = ops.reshape(part, (-1, rows, columns, channels))[:, ::factor, ::factor]
+            coarse = ops.matmul(coarse, part_kernel)  # (B, rows / factor, columns / factor, feature_units)
+            coarse = ops.repeat(ops.repeat(coarse, factor, axis=1), factor, axis=2)
+            projected = projected + ops.reshape(coarse, (-1, rows * columns, self.feature_units))
+        return ops.relu(projected)
 
     def step(self, previous_words, state, features, keys, training=False):
         """One word: previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L).
@@ -181,4 +214,5 @@ class DecoderWithAttention(keras.layers.Layer):
             "hard_attention": self.hard_attention,
             "hard_inference": self.hard_inference,
             "seed": self.seed,
+            "fused_layout": self.fused_layout,
         }

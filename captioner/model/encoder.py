@@ -121,6 +121,10 @@ class Encoder(keras.layers.Layer):
         _, rows, columns, channels = self.backbone.output.shape
         self.grid = (rows, columns)
         self.feature_size = channels
+        # A fusion's parts as [rows, columns, channels], in channel order: the decoder projects each coarse
+        # part on its own grid (`DecoderWithAttention(fused_layout=...)`); None for one layer.
+        self.fused_layout = ([list(full.get_layer(name).output.shape[1:]) for name in self.cut_layers]
+                             if len(self.cut_layers) > 1 else None)
         # Where the frozen part ends: the cut itself, or the start of the last `fine_tune_blocks` blocks.
         self.split_layer = self.layer_name
         # With a fusion, the N blocks count down from its earliest layer, and everything above the split trains.
