@@ -91,7 +91,7 @@ class Scorer:
 
     def __init__(self, grid, hard: bool, max_cover: float):
         self.grid, self.hard, self.max_cover = grid, hard, max_cover
-        self.tally, self.pairs, self.skipped = Tally(), Tally(), collections.Counter()
+        self.tally, self.pairs, self.skipped = Tally(), Tally(counted="pairs"), collections.Counter()
 
     def caption(self, maps: np.ndarray, sentence, annotation, kept: int, feature_norm: np.ndarray, cache: dict) -> None:
         """maps (T, L) of one teacher-forced caption whose first `kept` words were fed."""
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     encoded = time.perf_counter()
     tally, pairs, counts = score_split(captioner, features, annotations)
     summary = tally.summary()
-    specificity = {group: {"pairs": scores.pop("phrases"), **scores} for group, scores in pairs.summary().items()}
+    specificity = pairs.summary()
     report = {
         "model": str(args.model), "dataset": args.dataset, "split": args.split, "entities": str(args.entities),
         "images": len(split), "images_scored": len(annotations), "images_without_annotations": len(split) - len(indices),

@@ -151,9 +151,13 @@ def pair_scores(phrases) -> list[tuple[tuple, dict[str, float]]]:
 
 
 class Tally:
-    """Means of phrase scores per entity type (a phrase with several types counts under each) and overall."""
+    """Means of phrase scores per entity type (a phrase with several types counts under each) and overall.
 
-    def __init__(self):
+    counted: what one `add` is, the name of the count in the summary ("phrases", or "pairs" of phrases).
+    """
+
+    def __init__(self, counted: str = "phrases"):
+        self.counted = counted
         self.sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.counts: collections.Counter = collections.Counter()
 
@@ -163,10 +167,10 @@ class Tally:
             self.sums[group].update(scores)
 
     def summary(self) -> dict[str, dict]:
-        """{group: {"phrases": n, score: mean}}: the report's types in order, any others, then overall."""
+        """{group: {counted: n, score: mean}}: the report's types in order, any others, then overall."""
         others = sorted(set(self.counts) - set(REPORT_TYPES) - {OVERALL})
         groups = [g for g in REPORT_TYPES if g in self.counts] + others + ([OVERALL] if self.counts else [])
-        return {group: {"phrases": self.counts[group], **{key: total / self.counts[group]
+        return {group: {self.counted: self.counts[group], **{key: total / self.counts[group]
                                                           for key, total in self.sums[group].items()}}
                 for group in groups}
 

@@ -131,7 +131,7 @@ class DecoderWithAttention(keras.layers.Layer):
         rows, columns = self.fused_layout[0][:2]  # the finest grid comes first (`Encoder.fused_layout`)
         kernel = ops.cast(self.feature_projection.kernel, features.dtype)
         projected, start = self.feature_projection.bias, 0
-        for part_rows, part_columns, channels in self.fused_layout:
+        for part_rows, _, channels in self.fused_layout:  # a coarse part's grid divides the fine one evenly
             part = features[:, :, start : start + channels]  # (B, L, channels)
             part_kernel = kernel[start : start + channels]
             start += channels
