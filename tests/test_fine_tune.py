@@ -179,3 +179,21 @@ def test_an_ensemble_of_fine_tuned_models_keeps_each_members_blocks(decoder_run,
     third.encoder.below.set_weights([w + 0.01 for w in third.encoder.below.get_weights()])
     with pytest.raises(ValueError, match="below the fine-tuned blocks"):
         make_ensemble([first, third])
+
+
+def test_a_frozen_encoders_model_joins_fine_tuned_ones_with_the_untuned_blocks(decoder_run, fine_tuned_run):
+    from captioner.model.captioner import ensemble_members, make_ensemble
+
+    tuned = load_captioner(fine_tuned_run / "best.keras")
+    frozen = load_captioner(decoder_run / "best.keras")
+    images = np.stack([load_image(path, SMALL_IMAGE) for path in sorted(FIXTURE_IMAGES.glob("*.jpg"))])
+
+    ensemble = make_ensemble([tuned, frozen])
+    assert ensemble.encoder.members == 2 and ensemble.encoder.fine_tune_blocks == BLOCKS
+    features = np.asarray(ensemble.encoder(images))
+    size = tuned.encoder.feature_size
+    np.testing.assert_allclose(features[..., :size], np.asarray(tuned.encoder(images)), atol=1e-5)
+    np.testing.assert_allclose(features[..., size:], np.asarray(frozen.encoder(images)), atol=1e-5)
+    # Taken out again, the frozen member captions as it did before it joined.
+    rejoined = ensemble_members(ensemble)[1]
+    assert [c.words for c in rejoined.caption(images, beam_size=3)] == [c.words for c in frozen.caption(images, beam_size=3)]

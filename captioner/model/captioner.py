@@ -145,7 +145,8 @@ def make_ensemble(models):
 
     The members must share vocabulary, encoder configuration and maximum caption length, and the
     frozen part of their encoder; otherwise ValueError says which differs. Members with fine-tuned
-    encoder blocks that differ keep one copy of those blocks each (`Encoder(members=N)`).
+    encoder blocks that differ keep one copy of those blocks each (`Encoder(members=N)`); a member with a
+    frozen encoder joins them with the untuned blocks as its copy.
     """
     def encoder_config(model):  # Keras numbers the names of layers built in one process
         return {key: value for key, value in model.encoder.get_config().items() if key != "name"}
@@ -153,6 +154,11 @@ def make_ensemble(models):
     def frozen_weights(model):
         return model.encoder.below.get_weights() if model.encoder.fine_tune_blocks else model.encoder.get_weights()
 
+    # A frozen-encoder member may join fine-tuned ones: it is the same model with blocks tuned for zero steps.
+    tuned = {model.encoder.fine_tune_blocks for model in models} - {0}
+    if len(tuned) == 1:
+        models = [model if model.encoder.fine_tune_blocks else _with_fine_tuned_blocks(model, *tuned)
+                  for model in models]
     first = models[0]
     own_blocks = False  # whether the members' fine-tuned blocks differ
     for index, model in enumerate(models):
@@ -181,6 +187,18 @@ def make_ensemble(models):
     for member, model in zip(ensemble.decoder.members, models):
         member.set_weights(model.decoder.get_weights())
     return ensemble
+
+
+def _with_fine_tuned_blocks(model: Captioner, blocks: int) -> Captioner:
+    """The same captioner (same weights, same captions) with its encoder split for `blocks` fine-tuned blocks."""
+    if model.is_ensemble or model.decoder.hard_attention:
+        return model  # refused by make_ensemble with its own message
+    copy = Captioner(model.vocabulary.words, {**model.encoder.get_config(), "fine_tune_blocks": blocks},
+                     model.decoder.get_config(), max_length=model.max_length)
+    copy.build()
+    copy.encoder.backbone.set_weights(model.encoder.backbone.get_weights())
+    copy.decoder.set_weights(model.decoder.get_weights())
+    return copy
 
 
 def _same_weights(first: list, second: list) -> bool:
