@@ -116,6 +116,26 @@ def test_hard_attention_expected_context_and_ensembles_match(tmp_path):
     _assert_same_captions(load_captioner(ensemble_path), load_numpy_captioner(ensemble_path), _images(3), beam_size=3)
 
 
+@pytest.mark.parametrize("cut, blocks", [("out_relu", 2), ("block_13_expand_relu+out_relu", 1)])
+def test_ensembles_whose_members_have_their_own_fine_tuned_blocks_match(tmp_path, cut, blocks):
+    keras.utils.set_random_seed(6)
+    reference = make_captioner()
+    decoder = {key: value for key, value in reference.decoder.get_config().items()
+               if key not in ("name", "vocabulary_size")}
+    encoder = dict(backbone="mobilenet_v2", weights=None, image_size=SMALL_IMAGE, layer=cut,
+                   fine_tune_blocks=blocks, members=2)
+    model = Captioner(reference.vocabulary.words, encoder, [decoder, {**decoder, "seed": 9}], max_length=8)
+    model.build()
+    # The second member's blocks differ from the first's (in every layer, BatchNorm's statistics too).
+    model.encoder.member_blocks[0].set_weights([weight * 0.9 + 0.01 for weight in model.encoder.above.get_weights()])
+    model, numpy_model = _both(model, tmp_path)
+    images = _images(2)
+    features = numpy_model.encoder(images)
+    assert features.shape[-1] == model.encoder.feature_size
+    np.testing.assert_allclose(features, keras.ops.convert_to_numpy(model.encoder(images)), rtol=1e-4, atol=1e-4)
+    _assert_same_captions(model, numpy_model, images, beam_size=3)
+
+
 def test_the_shipped_model_captions_the_same_in_numpy():
     from captioner.model.saving import load_captioner
 

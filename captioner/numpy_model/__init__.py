@@ -11,7 +11,8 @@ same captions, scores and attention maps.
     captions = model.caption(images, beam_size=3)       # images (B, S, S, 3), RGB in [0, 255]
 
 What it runs: MobileNetV2 encoders (frozen or fine-tuned, cut at any of its layers), soft-attention
-decoders with every score function, hard attention at inference, ensembles. Anything else
+decoders with every score function, hard attention at inference, ensembles (members with their own
+fine-tuned blocks too: one MobileNetV2 pass per member). Anything else
 (another backbone) raises `UnsupportedModel`, and callers use the Keras model.
 
 Layer 2, beside `captioner.model`: imports the data layer and `captioner.model.caption` only.

@@ -29,9 +29,6 @@ class Encoder:
         if config.get("backbone") != "mobilenet_v2":
             raise UnsupportedModel(f"{keras_file.path}: the NumPy model runs MobileNetV2 encoders, not "
                                    f"{config.get('backbone')}")
-        if config.get("members", 1) > 1:
-            raise UnsupportedModel(f"{keras_file.path}: an ensemble whose members have their own fine-tuned encoder "
-                                   "blocks runs in Keras only")
         self.image_size = config["image_size"]
         self.layers = (config.get("layer") or "out_relu").split("+")  # several: fused (captioner.model.encoder)
         names = MobileNetV2.layer_names()
@@ -40,19 +37,55 @@ class Encoder:
             raise UnsupportedModel(f"{keras_file.path}: MobileNetV2 has no layer {unknown[0]!r} this NumPy version "
                                    f"can stop at")
         in_order = sorted(self.layers, key=names.index)  # the last ends the forward pass, the others are kept
-        self.network = MobileNetV2(lambda name: keras_file.variables(f"encoder/backbone/layers/{name}"),
-                                   cut=in_order[-1], also=tuple(in_order[:-1]))
+        backbone = "encoder/backbone/layers"
+        # With fine-tuned blocks, one network per ensemble member: the same frozen layers, each member's own blocks.
+        self.networks = [MobileNetV2(_variables_of(keras_file, backbone, index), cut=in_order[-1],
+                                     also=tuple(in_order[:-1]))
+                         for index in range(config.get("members", 1))]
         self.grid = max((MobileNetV2.grid(self.image_size, name) for name in self.layers), key=lambda grid: grid[0])
 
     def __call__(self, images) -> np.ndarray:
-        features = self.network(images)
+        # Members side by side on the channel axis, as `Encoder.encode_above` joins them.
+        features = np.concatenate([self._features(network, images) for network in self.networks], axis=-1)
+        return features.reshape(len(features), -1, features.shape[-1])
+
+    def _features(self, network: MobileNetV2, images) -> np.ndarray:
+        features = network(images)
         if isinstance(features, list):  # fused: each map repeated up to the finest grid, in the config's order
-            by_name = dict(zip(self.network.also + (self.network.cut,), features))
+            by_name = dict(zip(network.also + (network.cut,), features))
             rows = self.grid[0]
             features = np.concatenate([np.repeat(np.repeat(by_name[name], rows // by_name[name].shape[1], axis=1),
                                                  rows // by_name[name].shape[2], axis=2) for name in self.layers],
                                       axis=-1)
-        return features.reshape(len(features), -1, features.shape[-1])
+        return features
+
+
+def _variables_of(keras_file: KerasFile, backbone: str, member: int):
+    """The weights of a backbone layer by its saved name, for ensemble member `member`.
+
+    A fine-tuned encoder's blocks are saved as a model of their own: member 0's at `encoder/above` (Keras keeps
+    each weight once, where it meets it first), member m's copy at `encoder/member_blocks/functional_<m-1>`.
+    Their layers are numbered from 0 per class, so their `conv2d_k` is the network's `conv2d_{k + offset}`,
+    offset being how many layers of that class lie below the blocks.
+    """
+    above = "encoder/above/layers"
+    blocks = above if member == 0 else (
+        "encoder/member_blocks/functional" + (f"_{member - 1}" if member > 1 else "") + "/layers")
+    in_blocks = keras_file.layer_counts(blocks)
+    if member and not in_blocks:
+        raise UnsupportedModel(f"{keras_file.path}: no fine-tuned blocks saved for ensemble member {member}")
+    in_network = keras_file.layer_counts(backbone)
+    for kind, count in keras_file.layer_counts(above).items():
+        in_network[kind] = in_network.get(kind, 0) + count
+
+    def variables(name: str) -> list[np.ndarray]:
+        kind, _, number = name.rpartition("_")
+        kind, number = (kind, int(number)) if number.isdigit() else (name, 0)
+        own = number - (in_network.get(kind, 0) - in_blocks.get(kind, 0))
+        if own < 0:  # below the fine-tuned blocks: shared by every member
+            return keras_file.variables(f"{backbone}/{name}")
+        return keras_file.variables(f"{blocks}/{kind}" + (f"_{own}" if own else ""))
+    return variables
 
 
 class NumpyCaptioner:
@@ -64,10 +97,11 @@ class NumpyCaptioner:
         decoder = config["decoder"]
         try:
             if isinstance(decoder, list):  # an ensemble: members saved in order, named by their class
-                self.decoder = Ensemble([
+                members = [
                     Decoder({**member, "vocabulary_size": len(self.vocabulary)},
                             _under(keras_file, "decoder/members/decoder_with_attention" + (f"_{index}" if index else "")))
-                    for index, member in enumerate(decoder)])
+                    for index, member in enumerate(decoder)]
+                self.decoder = Ensemble(members, feature_groups=config["encoder"].get("members", 1))
             else:
                 self.decoder = Decoder({**decoder, "vocabulary_size": len(self.vocabulary)}, _under(keras_file, "decoder"))
         except ValueError as error:

@@ -117,12 +117,17 @@ class Ensemble:
 
     hard_attention, hard_inference = False, "expected"
 
-    def __init__(self, members: list[Decoder]):
+    def __init__(self, members: list[Decoder], feature_groups: int = 1):
+        """feature_groups: 1 if every member reads all the features, len(members) if each reads its own part
+        (members with their own fine-tuned encoder blocks), as in `captioner.model.ensemble`."""
         self.members = members
+        self.feature_groups = feature_groups
         self.vocabulary_size = members[0].vocabulary_size
 
     def prepare(self, features):
-        prepared = [member.prepare(features) for member in self.members]
+        own = ([features] * len(self.members) if self.feature_groups == 1
+               else np.split(features, self.feature_groups, axis=-1))
+        prepared = [member.prepare(part) for member, part in zip(self.members, own)]
         return ([p[0] for p in prepared], [p[1] for p in prepared], [tensor for p in prepared for tensor in p[2]])
 
     def step(self, previous_words, state, features, keys):

@@ -48,6 +48,15 @@ class KerasFile:
         if isinstance(item, h5py.Dataset):
             self._arrays[name] = np.asarray(item[()], dtype=np.float32)  # float16 storage computes in float32
 
+    def layer_counts(self, parent: str) -> dict[str, int]:
+        """How many layers of each class hold weights directly under `parent` (`conv2d`, `conv2d_1`: 2 conv2d)."""
+        counts: dict[str, int] = {}
+        for name in {key[len(parent) + 1 :].split("/")[0] for key in self._arrays if key.startswith(parent + "/")}:
+            kind, _, number = name.rpartition("_")
+            kind = kind if number.isdigit() else name
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
     def variables(self, layer_path: str) -> list[np.ndarray]:
         """The variables of the layer at `layer_path`, in order; ValueError if it has none."""
         found = []
