@@ -13,7 +13,7 @@ from captioner.model.caption import Caption, best_caption
 from captioner.numpy_model.decoder import Decoder, Ensemble
 from captioner.numpy_model.mobilenet_v2 import MobileNetV2
 from captioner.numpy_model.search import beam_search, greedy_search
-from captioner.numpy_model.weights import KerasFile
+from captioner.numpy_model.weights import KerasFile, numbered_layer
 
 ENCODE_BATCH = 8  # images per encoder call: MobileNetV2's early maps take about 5 MB per image each
 
@@ -79,8 +79,7 @@ def _variables_of(keras_file: KerasFile, backbone: str, member: int):
         in_network[kind] = in_network.get(kind, 0) + count
 
     def variables(name: str) -> list[np.ndarray]:
-        kind, _, number = name.rpartition("_")
-        kind, number = (kind, int(number)) if number.isdigit() else (name, 0)
+        kind, number = numbered_layer(name)
         own = number - (in_network.get(kind, 0) - in_blocks.get(kind, 0))
         if own < 0:  # below the fine-tuned blocks: shared by every member
             return keras_file.variables(f"{backbone}/{name}")

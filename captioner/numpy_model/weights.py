@@ -18,6 +18,12 @@ import h5py
 import numpy as np
 
 
+def numbered_layer(name: str) -> tuple[str, int]:
+    """A saved layer name as (class, number): `conv2d_3` -> ("conv2d", 3), `depthwise_conv2d` -> (.., 0)."""
+    kind, _, number = name.rpartition("_")
+    return (kind, int(number)) if number.isdigit() else (name, 0)
+
+
 class KerasFile:
     """config: the model's own config (Captioner.get_config()); `variables(path)` its layers' weights, float32."""
 
@@ -52,8 +58,7 @@ class KerasFile:
         """How many layers of each class hold weights directly under `parent` (`conv2d`, `conv2d_1`: 2 conv2d)."""
         counts: dict[str, int] = {}
         for name in {key[len(parent) + 1 :].split("/")[0] for key in self._arrays if key.startswith(parent + "/")}:
-            kind, _, number = name.rpartition("_")
-            kind = kind if number.isdigit() else name
+            kind, _ = numbered_layer(name)
             counts[kind] = counts.get(kind, 0) + 1
         return counts
 
