@@ -129,6 +129,9 @@ def test_ensembles_whose_members_have_their_own_fine_tuned_blocks_match(tmp_path
     # The second member's blocks differ from the first's (in every layer, BatchNorm's statistics too).
     model.encoder.member_blocks[0].set_weights([weight * 0.9 + 0.01 for weight in model.encoder.above.get_weights()])
     model, numpy_model = _both(model, tmp_path)
+    # The frozen layers run once for both members: their own blocks begin right above Keras's split.
+    order = numpy_model.encoder.networks[0].layer_order
+    assert order.index(numpy_model.encoder.first_own) == order.index(model.encoder.split_layer) + 1
     images = _images(2)
     features = numpy_model.encoder(images)
     assert features.shape[-1] == model.encoder.feature_size

@@ -39,25 +39,32 @@ class Encoder:
         in_order = sorted(self.layers, key=names.index)  # the last ends the forward pass, the others are kept
         backbone = "encoder/backbone/layers"
         # With fine-tuned blocks, one network per ensemble member: the same frozen layers, each member's own blocks.
-        self.networks = [MobileNetV2(_variables_of(keras_file, backbone, index), cut=in_order[-1],
-                                     also=tuple(in_order[:-1]))
-                         for index in range(config.get("members", 1))]
+        weights = [_variables_of(keras_file, backbone, index) for index in range(config.get("members", 1))]
+        self.networks = [MobileNetV2(variables, cut=in_order[-1], also=tuple(in_order[:-1])) for variables in weights]
+        # Where the members' own blocks begin: the frozen layers below run once for all of them.
+        owned = [layer for layer, saved in self.networks[0].saved_names.items()
+                 if any(variables.owns(saved) for variables in weights[1:])]
+        self.first_own = min(owned, key=self.networks[0].layer_order.index) if owned else None
         self.grid = max((MobileNetV2.grid(self.image_size, name) for name in self.layers), key=lambda grid: grid[0])
 
     def __call__(self, images) -> np.ndarray:
+        shared = {"input": MobileNetV2.preprocess(images)}
+        if self.first_own:  # the frozen part once, then each member's blocks from where they begin
+            below = self.networks[0]
+            shared = below.run(shared, stop=self.first_own, keep=below.inputs_from_below(self.first_own))
         # Members side by side on the channel axis, as `Encoder.encode_above` joins them.
-        features = np.concatenate([self._features(network, images) for network in self.networks], axis=-1)
+        features = np.concatenate([self._features(network.run(shared, first=self.first_own))
+                                   for network in self.networks], axis=-1)
         return features.reshape(len(features), -1, features.shape[-1])
 
-    def _features(self, network: MobileNetV2, images) -> np.ndarray:
-        features = network(images)
-        if isinstance(features, list):  # fused: each map repeated up to the finest grid, in the config's order
-            by_name = dict(zip(network.also + (network.cut,), features))
-            rows = self.grid[0]
-            features = np.concatenate([np.repeat(np.repeat(by_name[name], rows // by_name[name].shape[1], axis=1),
-                                                 rows // by_name[name].shape[2], axis=2) for name in self.layers],
-                                      axis=-1)
-        return features
+    def _features(self, activations: dict[str, np.ndarray]) -> np.ndarray:
+        """The cut's activations; fused: each named map repeated up to the finest grid, in the config's order."""
+        if len(self.layers) == 1:
+            return activations[self.layers[0]]
+        rows = self.grid[0]
+        return np.concatenate([np.repeat(np.repeat(activations[name], rows // activations[name].shape[1], axis=1),
+                                         rows // activations[name].shape[2], axis=2) for name in self.layers],
+                              axis=-1)
 
 
 def _variables_of(keras_file: KerasFile, backbone: str, member: int):
@@ -78,12 +85,18 @@ def _variables_of(keras_file: KerasFile, backbone: str, member: int):
     for kind, count in keras_file.layer_counts(above).items():
         in_network[kind] = in_network.get(kind, 0) + count
 
-    def variables(name: str) -> list[np.ndarray]:
+    def own_number(name: str) -> int:
+        """The layer's number among the member's own blocks (negative: below them, shared by every member)."""
         kind, number = numbered_layer(name)
-        own = number - (in_network.get(kind, 0) - in_blocks.get(kind, 0))
-        if own < 0:  # below the fine-tuned blocks: shared by every member
+        return number - (in_network.get(kind, 0) - in_blocks.get(kind, 0))
+
+    def variables(name: str) -> list[np.ndarray]:
+        own = own_number(name)
+        if own < 0:
             return keras_file.variables(f"{backbone}/{name}")
+        kind, _ = numbered_layer(name)
         return keras_file.variables(f"{blocks}/{kind}" + (f"_{own}" if own else ""))
+    variables.owns = lambda name: bool(in_blocks) and own_number(name) >= 0
     return variables
 
 

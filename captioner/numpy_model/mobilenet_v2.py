@@ -59,6 +59,7 @@ class MobileNetV2:
         self._variables = variables
         self.cut, self.also = cut, tuple(also)
         self._counts: dict[str, int] = {}
+        self.saved_names: dict[str, str] = {}  # layer -> the saved name of its weights (the layers that have some)
         self._layers: list[tuple[str, tuple[str, ...], Callable]] = []  # (Keras name, its inputs' names, function)
         try:
             self._build()  # up to the cut: a model cut early holds no weights for the layers after it
@@ -90,17 +91,18 @@ class MobileNetV2:
                 rows = -(-rows // 2)
         return rows, rows
 
-    def _next_weights(self, keras_class: str) -> list[np.ndarray]:
+    def _next_weights(self, keras_class: str, layer: str) -> list[np.ndarray]:
         """The weights of the next layer of this class, in the order Keras made (and saved) them."""
         count = self._counts.get(keras_class, 0)
         self._counts[keras_class] = count + 1
+        self.saved_names[layer] = keras_class if count == 0 else f"{keras_class}_{count}"
         if self._variables is None:  # names only
             return [np.ones(1, np.float32)] * (4 if keras_class == "batch_normalization" else 1)
-        return self._variables(keras_class if count == 0 else f"{keras_class}_{count}")
+        return self._variables(self.saved_names[layer])
 
     # The layers: each reads the activations of the layers it names (a block's add reads the block's input).
     def _conv(self, name: str, source: str, stride: int = 1) -> None:
-        (kernel,) = self._next_weights("conv2d")  # (k, k, in, out), no bias: BatchNorm follows
+        (kernel,) = self._next_weights("conv2d", name)  # (k, k, in, out), no bias: BatchNorm follows
 
         def conv(x):
             if kernel.shape[0] == 1:  # pointwise: one matrix product over every pixel
@@ -113,7 +115,7 @@ class MobileNetV2:
         self._append(name, (source,), conv)
 
     def _depthwise(self, name: str, source: str, stride: int) -> None:
-        (kernel,) = self._next_weights("depthwise_conv2d")  # (3, 3, channels, 1)
+        (kernel,) = self._next_weights("depthwise_conv2d", name)  # (3, 3, channels, 1)
 
         def depthwise(x):
             if stride == 1:  # 'same' padding; stride 2 follows an explicit ZeroPadding2D and pads nothing
@@ -126,7 +128,7 @@ class MobileNetV2:
         self._append(name, (source,), depthwise)
 
     def _batch_norm(self, name: str, source: str) -> None:
-        gamma, beta, mean, variance = self._next_weights("batch_normalization")
+        gamma, beta, mean, variance = self._next_weights("batch_normalization", name)
         scale = gamma / np.sqrt(variance + BATCH_NORM_EPSILON)
         shift = beta - mean * scale
         self._append(name, (source,), lambda x: x * scale + shift)
@@ -176,13 +178,44 @@ class MobileNetV2:
         self._relu6("out_relu", "Conv_1_bn")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        last_read = {source: index for index, (_, sources, _) in enumerate(self._layers) for source in sources}
-        activations = {"input": np.asarray(images, np.float32) / 127.5 - 1.0}  # mobilenet_v2.preprocess_input
-        for index, (name, sources, layer) in enumerate(self._layers):
-            activations[name] = layer(*(activations[source] for source in sources))
-            for source in sources:  # free what no later layer reads (early maps are megabytes per image)
-                if last_read[source] == index and source not in self.also:
-                    del activations[source]
+        activations = self.run({"input": self.preprocess(images)})
         if self.also:
             return [activations[name] for name in self.also] + [activations[self.cut]]
         return activations[self.cut]
+
+    @staticmethod
+    def preprocess(images) -> np.ndarray:
+        """RGB in [0, 255] -> [-1, 1], as `keras.applications.mobilenet_v2.preprocess_input`."""
+        return np.asarray(images, np.float32) / 127.5 - 1.0
+
+    @property
+    def layer_order(self) -> tuple[str, ...]:
+        """The names of the layers this network runs, in order (up to its cut)."""
+        return tuple(name for name, _, _ in self._layers)
+
+    def inputs_from_below(self, first: str) -> tuple[str, ...]:
+        """The activations that the layers from `first` on read from below it ("input": the images), with the
+        layers of `also` below it: all that the part from `first` on needs to run alone."""
+        start = self.layer_order.index(first)
+        below = {"input", *self.layer_order[:start]}
+        read = {source for _, sources, _ in self._layers[start:] for source in sources}
+        return tuple(sorted((read | set(self.also)) & below))
+
+    def run(self, known: dict[str, np.ndarray], first: str | None = None, stop: str | None = None,
+            keep: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Runs the layers from `first` (the first layer) up to, not including, `stop` (to the cut), on the
+        activations `known` by layer name; returns those that `also`, the cut and `keep` name, with any that a
+        later layer still reads (early maps are megabytes per image, so the rest are freed as soon as read)."""
+        order = self.layer_order
+        start = order.index(first) if first else 0
+        end = order.index(stop) if stop else len(order)
+        last_read = {source: index for index, (_, sources, _) in enumerate(self._layers) for source in sources}
+        kept = {*self.also, self.cut, *keep}
+        activations = dict(known)
+        for index in range(start, end):
+            name, sources, layer = self._layers[index]
+            activations[name] = layer(*(activations[source] for source in sources))
+            for source in sources:
+                if last_read[source] == index and source not in kept:
+                    del activations[source]
+        return activations
