@@ -14,6 +14,7 @@ from captioner.cli import train
 from captioner.config import Config
 from captioner.data import pipeline
 from captioner.training import Trainer, attention_supervision_loss
+from captioner.training.objectives import attention_mass_loss
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "fixtures" / "flickr8k"
 CENTRE = 4  # of the 3x3 grid the small test models see
@@ -31,6 +32,35 @@ def test_the_loss_is_the_cross_entropy_of_the_supervised_words_only():
     moved[0, 0] = moved[1, 1] = [0.97, 0.01, 0.01, 0.01]  # unsupervised words may look anywhere
     assert float(attention_supervision_loss(moved, target)) == pytest.approx(expected, rel=1e-5)
     assert float(attention_supervision_loss(alpha, np.zeros_like(target))) == 0.0  # nothing supervised: no loss
+
+
+def test_the_mass_loss_is_the_attention_outside_the_boxes_wherever_inside_it_lands():
+    box = np.zeros((1, 2, 4), np.float32)  # (B=1, T=2, L=4): word 0 names a box covering cell 0 and half of cell 1
+    box[0, 0] = np.array([1.0, 0.5, 0.0, 0.0]) / 1.5  # the target map: the cover, normalised to sum 1
+    alpha = np.array([[[0.2, 0.4, 0.3, 0.1], [0.25, 0.25, 0.25, 0.25]]], np.float32)
+    # The grounding measure's mass: 0.2 x 1 + 0.4 x 0.5; word 1 is not supervised.
+    assert float(attention_mass_loss(alpha, box)) == pytest.approx(-np.log(0.2 + 0.4 * 0.5), rel=1e-5)
+    inside = np.array([[[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]], np.float32)
+    assert float(attention_mass_loss(inside, box)) == pytest.approx(0.0, abs=1e-6)  # on the fully covered cell: 0
+    # The cross-entropy would still pull that map toward the whole box (cell 1 too).
+    assert float(attention_supervision_loss(inside, box)) > 1.0
+    assert float(attention_mass_loss(alpha, np.zeros_like(box))) == 0.0  # nothing supervised: no loss
+
+
+def test_training_with_the_mass_loss_pulls_attention_into_the_box():
+    config = Config(batch_size=4, learning_rate=1e-2, lr_schedule="constant", supervision_weight=1.0,
+                    supervision_loss="mass")
+    captioner = make_captioner(feature_units=16, units=16)
+    features, tokens = _batch(captioner)
+    maps = np.zeros((len(tokens), tokens.shape[1] - 1, captioner.feature_shape[0]), np.float32)
+    maps[..., CENTRE] = 1.0
+    before = _centre_attention(captioner, features, tokens)
+    trainer = Trainer(captioner, config)
+    for _ in range(8):
+        *_, supervision = trainer.train_step(features, tokens, maps)
+    after = _centre_attention(captioner, features, tokens)
+    assert after > 2 * before, (before, after)
+    assert float(supervision) < -np.log(before)
 
 
 def _batch(captioner, size=4, length=6):
@@ -102,6 +132,8 @@ def test_batches_carry_each_pairs_maps_cut_like_its_ids():
     (["--attention-supervision", "x", "--supervision-weight", "-1"], "--supervision-weight must be a number >= 0"),
     (["--attention-supervision", "x", "--supervision-weight", "nan"], "--supervision-weight must be a number >= 0"),
     (["--supervision-weight", "2"], "--supervision-weight needs --attention-supervision"),
+    (["--supervision-loss", "mass"], "--supervision-loss needs --attention-supervision"),
+    (["--attention-supervision", "x", "--supervision-loss", "l2"], "invalid choice: 'l2'"),
 ])
 def test_bad_supervision_flags_exit_with_status_2(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_info:

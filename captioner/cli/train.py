@@ -59,6 +59,7 @@ FIELDS = {
     "scst_samples": "scst_samples",
     "attention_supervision": "attention_supervision",
     "supervision_weight": "supervision_weight",
+    "supervision_loss": "supervision_loss",
     "fine_tune_encoder": "fine_tune_encoder",
     "encoder_lr": "encoder_learning_rate",
     "augment": "augment_copies",
@@ -128,6 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="a Flickr30k Entities folder (Annotations/, Sentences/): pull each word's attention toward the boxes "
              "of its phrase in the training captions (Liu et al. 2017); dev and test boxes are never used")
     add("--supervision-weight", type=float, metavar="W", help="weight of the attention supervision loss (1.0)")
+    add("--supervision-loss", choices=["cross-entropy", "mass"],
+        help="cross-entropy: alpha toward the boxes' map, spread over them by cover (Liu et al.; the default); "
+             "mass: -log of the attention inside the boxes, wherever in them it lands")
     add("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     add("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
         help="tf.distribute: this device (default), all local GPUs (mirrored), several machines configured by "
@@ -162,8 +166,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.fine_tune_encoder and args.scst:
         parser.error("--fine-tune-encoder trains with cross-entropy; self-critical training (--scst) keeps the "
                      "encoder frozen")
-    if args.supervision_weight is not None and not args.attention_supervision:
-        parser.error("--supervision-weight needs --attention-supervision DIR")
+    for flag in ("supervision_weight", "supervision_loss"):
+        if getattr(args, flag) is not None and not args.attention_supervision:
+            parser.error(f"--{flag.replace('_', '-')} needs --attention-supervision DIR")
     return args
 
 

@@ -4,7 +4,8 @@
   doubly stochastic attention penalty (Xu et al. 2015, eq. 14). Every step uses it.
 * `attention_supervision_loss`: cross-entropy between alpha and a target map of the grid cells
   for the words that name a boxed region (Liu et al., "Attention Correctness in Neural Image
-  Captioning", AAAI 2017); `--attention-supervision`.
+  Captioning", AAAI 2017); `--attention-supervision`. `attention_mass_loss`: -log of the attention
+  inside the boxes, Liu et al.'s "attention correctness" itself; `--supervision-loss mass`.
 * `hard_attention_loss`: REINFORCE for the sampled locations of hard attention (Xu et al. 2015,
   section 4.1); `--attention hard`.
 * `self_critical_loss`: REINFORCE on whole sampled captions rewarded by CIDEr-D (Rennie et al.
@@ -68,6 +69,28 @@ def attention_supervision_loss(attention_weights, target_maps):
     words = tf.maximum(distribute.global_sum(tf.reduce_sum(supervised)), 1.0)
     per_word = -tf.reduce_sum(target_maps * tf.math.log(attention_weights + SUPERVISION_EPSILON), axis=-1)  # (B, T)
     return tf.reduce_sum(per_word * supervised) / words
+
+
+def attention_mass_loss(attention_weights, target_maps):
+    """Mean over the supervised words of -log(sum_i covered_i alpha_i): the attention outside the boxes, in nats.
+
+    Same inputs as `attention_supervision_loss`. The covered share of each cell is the target map over its
+    largest value (the target is the covered share normalised to sum 1, `captioner.data.entities`), so the sum
+    is the grounding measure's head mass. Unlike the cross-entropy, whose minimum spreads alpha over the whole
+    box in proportion to the cover, any map inside the boxes scores 0: attention may settle on the part of
+    the thing that tells most about the word (a face, a ball), and the loss asks only that it stays on it.
+    """
+    attention_weights, target_maps = tf.cast(attention_weights, tf.float32), tf.cast(target_maps, tf.float32)
+    largest = tf.reduce_max(target_maps, axis=-1, keepdims=True)  # (B, T, 1)
+    supervised = tf.cast(largest[..., 0] > 0, tf.float32)  # (B, T)
+    words = tf.maximum(distribute.global_sum(tf.reduce_sum(supervised)), 1.0)
+    covered = tf.math.divide_no_nan(target_maps, largest)  # (B, T, L) in [0, 1]
+    inside = tf.reduce_sum(attention_weights * covered, axis=-1)  # (B, T)
+    per_word = -tf.math.log(inside + SUPERVISION_EPSILON)
+    return tf.reduce_sum(per_word * supervised) / words
+
+
+SUPERVISION_LOSSES = {"cross-entropy": attention_supervision_loss, "mass": attention_mass_loss}
 
 
 def target_log_probabilities(log_probabilities, targets):

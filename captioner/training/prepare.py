@@ -16,6 +16,7 @@ from captioner.data.vocabulary import Vocabulary
 from captioner.model.captioner import Captioner
 from captioner.model.saving import load_captioner
 from captioner.training import distribute
+from captioner.training.objectives import SUPERVISION_LOSSES
 
 
 def make_captioner(config: Config, splits: dict[str, Split], strategy) -> tuple[Captioner, Vocabulary]:
@@ -126,6 +127,9 @@ def check_supervision(config: Config) -> None:
     if not Path(config.attention_supervision).is_dir():
         raise ValueError(f"{config.attention_supervision}: no such directory (--attention-supervision wants the "
                          "Flickr30k Entities folder, with Annotations/ and Sentences/)")
+    if config.supervision_loss not in SUPERVISION_LOSSES:
+        raise ValueError(f"supervision_loss must be one of {', '.join(SUPERVISION_LOSSES)}, not "
+                         f"{config.supervision_loss!r}")
     if not config.supervision_weight >= 0:
         raise ValueError(f"supervision_weight must be a number >= 0, not {config.supervision_weight}")
     if config.self_critical or config.hard_attention:

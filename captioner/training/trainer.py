@@ -168,13 +168,14 @@ class Trainer:
         return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
 
     def _supervised_train_step(self, features, token_ids, target_maps):
-        """`_train_step` plus `supervision_weight` times the attention supervision loss (Liu et al. 2017)."""
+        """`_train_step` plus `supervision_weight` times the attention supervision loss (Liu et al. 2017): the
+        cross-entropy to the boxes' map, or with `supervision_loss="mass"` -log of the attention inside them."""
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         with tf.GradientTape() as tape:
             logits, attention_weights = self.decoder(self.encode(features), inputs, training=True)
             loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
                                                                    self.config.attention_lambda, self.config.label_smoothing)
-            supervision = objectives.attention_supervision_loss(attention_weights, target_maps)
+            supervision = objectives.SUPERVISION_LOSSES[self.config.supervision_loss](attention_weights, target_maps)
             total = loss + self.config.supervision_weight * supervision
         return total, cross_entropy, penalty, self._apply_gradients(tape, total), supervision
 
