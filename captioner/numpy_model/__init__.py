@@ -12,7 +12,7 @@ same captions, scores and attention maps.
 
 What it runs: MobileNetV2 encoders (frozen or fine-tuned, cut at any of its layers), soft-attention
 decoders with every score function, hard attention at inference, ensembles (members with their own
-fine-tuned blocks too: one MobileNetV2 pass per member). Anything else
+fine-tuned blocks too: the frozen layers below the blocks run once, then each member's blocks). Anything else
 (another backbone) raises `UnsupportedModel`, and callers use the Keras model.
 
 Layer 2, beside `captioner.model`: imports the data layer and `captioner.model.caption` only.
