@@ -39,7 +39,7 @@ class Encoder:
         in_order = sorted(self.layers, key=names.index)  # the last ends the forward pass, the others are kept
         backbone = "encoder/backbone/layers"
         # With fine-tuned blocks, one network per ensemble member: the same frozen layers, each member's own blocks.
-        weights = [_variables_of(keras_file, backbone, index) for index in range(config.get("members", 1))]
+        weights = [_MemberWeights(keras_file, backbone, index) for index in range(config.get("members", 1))]
         self.networks = [MobileNetV2(variables, cut=in_order[-1], also=tuple(in_order[:-1])) for variables in weights]
         # Where the members' own blocks begin: the frozen layers below run once for all of them.
         owned = [layer for layer, saved in self.networks[0].saved_names.items()
@@ -67,37 +67,42 @@ class Encoder:
                               axis=-1)
 
 
-def _variables_of(keras_file: KerasFile, backbone: str, member: int):
-    """The weights of a backbone layer by its saved name, for ensemble member `member`.
+class _MemberWeights:
+    """The weights of a backbone layer by its saved name, for ensemble member `member`: `weights(name)`.
 
     A fine-tuned encoder's blocks are saved as a model of their own: member 0's at `encoder/above` (Keras keeps
     each weight once, where it meets it first), member m's copy at `encoder/member_blocks/functional_<m-1>`.
     Their layers are numbered from 0 per class, so their `conv2d_k` is the network's `conv2d_{k + offset}`,
     offset being how many layers of that class lie below the blocks.
     """
-    above = "encoder/above/layers"
-    blocks = above if member == 0 else (
-        "encoder/member_blocks/functional" + (f"_{member - 1}" if member > 1 else "") + "/layers")
-    in_blocks = keras_file.layer_counts(blocks)
-    if member and not in_blocks:
-        raise UnsupportedModel(f"{keras_file.path}: no fine-tuned blocks saved for ensemble member {member}")
-    in_network = keras_file.layer_counts(backbone)
-    for kind, count in keras_file.layer_counts(above).items():
-        in_network[kind] = in_network.get(kind, 0) + count
 
-    def own_number(name: str) -> int:
+    def __init__(self, keras_file: KerasFile, backbone: str, member: int):
+        above = "encoder/above/layers"
+        self.keras_file, self.backbone = keras_file, backbone
+        self.blocks = above if member == 0 else (
+            "encoder/member_blocks/functional" + (f"_{member - 1}" if member > 1 else "") + "/layers")
+        self.in_blocks = keras_file.layer_counts(self.blocks)
+        if member and not self.in_blocks:
+            raise UnsupportedModel(f"{keras_file.path}: no fine-tuned blocks saved for ensemble member {member}")
+        self.in_network = keras_file.layer_counts(backbone)
+        for kind, count in keras_file.layer_counts(above).items():
+            self.in_network[kind] = self.in_network.get(kind, 0) + count
+
+    def _own_number(self, name: str) -> int:
         """The layer's number among the member's own blocks (negative: below them, shared by every member)."""
         kind, number = numbered_layer(name)
-        return number - (in_network.get(kind, 0) - in_blocks.get(kind, 0))
+        return number - (self.in_network.get(kind, 0) - self.in_blocks.get(kind, 0))
 
-    def variables(name: str) -> list[np.ndarray]:
-        own = own_number(name)
+    def owns(self, name: str) -> bool:
+        """Whether the layer saved as `name` is one of the member's own fine-tuned blocks."""
+        return bool(self.in_blocks) and self._own_number(name) >= 0
+
+    def __call__(self, name: str) -> list[np.ndarray]:
+        own = self._own_number(name)
         if own < 0:
-            return keras_file.variables(f"{backbone}/{name}")
+            return self.keras_file.variables(f"{self.backbone}/{name}")
         kind, _ = numbered_layer(name)
-        return keras_file.variables(f"{blocks}/{kind}" + (f"_{own}" if own else ""))
-    variables.owns = lambda name: bool(in_blocks) and own_number(name) >= 0
-    return variables
+        return self.keras_file.variables(f"{self.blocks}/{kind}" + (f"_{own}" if own else ""))
 
 
 class NumpyCaptioner:
