@@ -50,8 +50,7 @@ class Encoder:
     def __call__(self, images) -> np.ndarray:
         shared = {"input": MobileNetV2.preprocess(images)}
         if self.first_own:  # the frozen part once, then each member's blocks from where they begin
-            below = self.networks[0]
-            shared = below.run(shared, stop=self.first_own, keep=below.inputs_from_below(self.first_own))
+            shared = self.networks[0].run(shared, stop=self.first_own)
         # Members side by side on the channel axis, as `Encoder.encode_above` joins them.
         features = np.concatenate([self._features(network.run(shared, first=self.first_own))
                                    for network in self.networks], axis=-1)

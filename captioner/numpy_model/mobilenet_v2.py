@@ -193,24 +193,17 @@ class MobileNetV2:
         """The names of the layers this network runs, in order (up to its cut)."""
         return tuple(name for name, _, _ in self._layers)
 
-    def inputs_from_below(self, first: str) -> tuple[str, ...]:
-        """The activations that the layers from `first` on read from below it ("input": the images), with the
-        layers of `also` below it: all that the part from `first` on needs to run alone."""
-        start = self.layer_order.index(first)
-        below = {"input", *self.layer_order[:start]}
-        read = {source for _, sources, _ in self._layers[start:] for source in sources}
-        return tuple(sorted((read | set(self.also)) & below))
-
-    def run(self, known: dict[str, np.ndarray], first: str | None = None, stop: str | None = None,
-            keep: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    def run(self, known: dict[str, np.ndarray], first: str | None = None, stop: str | None = None
+            ) -> dict[str, np.ndarray]:
         """Runs the layers from `first` (the first layer) up to, not including, `stop` (to the cut), on the
-        activations `known` by layer name; returns those that `also`, the cut and `keep` name, with any that a
-        later layer still reads (early maps are megabytes per image, so the rest are freed as soon as read)."""
+        activations `known` by layer name; returns those of `also` and the cut, with every one a layer from
+        `stop` on still reads (so the part from `stop` can run on them alone); early maps are megabytes per
+        image, so the rest are freed as soon as read."""
         order = self.layer_order
         start = order.index(first) if first else 0
         end = order.index(stop) if stop else len(order)
         last_read = {source: index for index, (_, sources, _) in enumerate(self._layers) for source in sources}
-        kept = {*self.also, self.cut, *keep}
+        kept = {*self.also, self.cut}
         activations = dict(known)
         for index in range(start, end):
             name, sources, layer = self._layers[index]

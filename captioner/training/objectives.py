@@ -65,10 +65,8 @@ def attention_supervision_loss(attention_weights, target_maps):
     cross-entropy is then the target's entropy), so the gradient pulls attention onto the boxes.
     """
     attention_weights, target_maps = tf.cast(attention_weights, tf.float32), tf.cast(target_maps, tf.float32)
-    supervised = tf.cast(tf.reduce_sum(target_maps, axis=-1) > 0, tf.float32)  # (B, T)
-    words = tf.maximum(distribute.global_sum(tf.reduce_sum(supervised)), 1.0)
     per_word = -tf.reduce_sum(target_maps * tf.math.log(attention_weights + SUPERVISION_EPSILON), axis=-1)  # (B, T)
-    return tf.reduce_sum(per_word * supervised) / words
+    return _mean_over_supervised_words(per_word, target_maps)
 
 
 def attention_mass_loss(attention_weights, target_maps):
@@ -81,12 +79,15 @@ def attention_mass_loss(attention_weights, target_maps):
     the thing that tells most about the word (a face, a ball), and the loss asks only that it stays on it.
     """
     attention_weights, target_maps = tf.cast(attention_weights, tf.float32), tf.cast(target_maps, tf.float32)
-    largest = tf.reduce_max(target_maps, axis=-1, keepdims=True)  # (B, T, 1)
-    supervised = tf.cast(largest[..., 0] > 0, tf.float32)  # (B, T)
-    words = tf.maximum(distribute.global_sum(tf.reduce_sum(supervised)), 1.0)
-    covered = tf.math.divide_no_nan(target_maps, largest)  # (B, T, L) in [0, 1]
+    covered = tf.math.divide_no_nan(target_maps, tf.reduce_max(target_maps, axis=-1, keepdims=True))  # (B, T, L) in [0, 1]
     inside = tf.reduce_sum(attention_weights * covered, axis=-1)  # (B, T)
-    per_word = -tf.math.log(inside + SUPERVISION_EPSILON)
+    return _mean_over_supervised_words(-tf.math.log(inside + SUPERVISION_EPSILON), target_maps)
+
+
+def _mean_over_supervised_words(per_word, target_maps):
+    """The mean of per_word (B, T) over the words whose target map is not all zeros (of the global batch)."""
+    supervised = tf.cast(tf.reduce_sum(target_maps, axis=-1) > 0, tf.float32)  # (B, T)
+    words = tf.maximum(distribute.global_sum(tf.reduce_sum(supervised)), 1.0)
     return tf.reduce_sum(per_word * supervised) / words
 
 
