@@ -74,6 +74,10 @@ class Config:
     supervision_weight: float = 1.0  # weight of the attention supervision loss beside the cross-entropy
     supervision_loss: str = "cross-entropy"  # or "mass": -log of the attention inside the boxes (objectives.py)
 
+    # knowledge distillation (Hinton et al. 2015): a trained model's next-word distributions as a second target
+    distill_from: str | None = None  # the teacher: a .keras model (an ensemble too) with the same vocabulary; None: off
+    distill_weight: float = 0.5  # share of the word loss that is the teacher's distribution; the rest, the caption's word
+
     run_dir: str | None = None
 
     def __post_init__(self):

@@ -60,6 +60,8 @@ FIELDS = {
     "attention_supervision": "attention_supervision",
     "supervision_weight": "supervision_weight",
     "supervision_loss": "supervision_loss",
+    "distill_from": "distill_from",
+    "distill_weight": "distill_weight",
     "fine_tune_encoder": "fine_tune_encoder",
     "encoder_lr": "encoder_learning_rate",
     "augment": "augment_copies",
@@ -132,6 +134,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--supervision-loss", choices=["cross-entropy", "mass"],
         help="cross-entropy: alpha toward the boxes' map, spread over them by cover (Liu et al.; the default); "
              "mass: -log of the attention inside the boxes, wherever in them it lands")
+    add("--distill-from", metavar="TEACHER.keras",
+        help="learn a trained model's next-word distributions beside the captions' words (Hinton et al. 2015): "
+             "e.g. a stronger ensemble into one decoder; the same vocabulary, any encoder")
+    add("--distill-weight", type=float, metavar="A",
+        help="share of the word loss that is the teacher's distribution, in (0, 1] (0.5)")
     add("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     add("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
         help="tf.distribute: this device (default), all local GPUs (mirrored), several machines configured by "
@@ -157,6 +164,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--feature-units must not be negative")
     if args.supervision_weight is not None and not 0 <= args.supervision_weight < math.inf:
         parser.error(f"--supervision-weight must be a number >= 0, not {args.supervision_weight}")
+    if args.distill_weight is not None and not 0 < args.distill_weight <= 1:
+        parser.error(f"--distill-weight must be in (0, 1], not {args.distill_weight}")
+    if args.distill_weight is not None and not args.distill_from:
+        parser.error("--distill-weight needs --distill-from TEACHER.keras")
+    if args.distill_from and not Path(args.distill_from).is_file():
+        parser.error(f"--distill-from {args.distill_from}: no such file")
+    if args.distill_from and (args.scst or args.attention == "hard"):
+        parser.error("--distill-from trains soft attention with cross-entropy; not with --scst or --attention hard")
     if args.augment is not None and args.augment < 0:
         parser.error("--augment must not be negative")
     if args.fine_tune_encoder is not None and args.fine_tune_encoder < 0:

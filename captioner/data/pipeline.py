@@ -46,12 +46,13 @@ def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
 
 
 def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batches: list[np.ndarray],
-                 target_maps: np.ndarray | None = None) -> tf.data.Dataset:
+                 target_maps: np.ndarray | None = None, teacher_features=None) -> tf.data.Dataset:
     """(features (B, L, D) float32, token ids (B, T) int32) per batch, T padded per batch.
 
     target_maps (P, max_length + 1, L), aligned with the pairs (attention supervision): each element
     then also holds the batch's maps (B, T - 1, L) float32, one per attention step, cut like the ids.
-    Without them the elements are the pairs alone, as ever.
+    teacher_features (N, L', D'), aligned with `features` (distillation): each element then ends with
+    the teacher's features of the batch's images. Without either the elements are the pairs alone, as ever.
     """
     locations, size = features.shape[1:]
 
@@ -59,11 +60,12 @@ def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batch
         for batch in batches:
             ids = token_ids[batch]
             longest = padded_length(int((ids != 0).sum(axis=1).max()))
-            if target_maps is None:
-                yield features[image_index[batch]].astype(np.float32), ids[:, :longest]
-            else:
-                yield (features[image_index[batch]].astype(np.float32), ids[:, :longest],
-                       target_maps[batch, : longest - 1].astype(np.float32))
+            element = (features[image_index[batch]].astype(np.float32), ids[:, :longest])
+            if target_maps is not None:
+                element += (target_maps[batch, : longest - 1].astype(np.float32),)
+            if teacher_features is not None:
+                element += (teacher_features[image_index[batch]].astype(np.float32),)
+            yield element
 
     signature = (
         tf.TensorSpec([None, locations, size], tf.float32),
@@ -71,6 +73,8 @@ def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batch
     )
     if target_maps is not None:  # over the decoder's grid, which a fine-tuned encoder's cache need not share
         signature += (tf.TensorSpec([None, None, target_maps.shape[2]], tf.float32),)
+    if teacher_features is not None:
+        signature += (tf.TensorSpec([None, *teacher_features.shape[1:]], tf.float32),)
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
 
 

@@ -27,11 +27,13 @@ def check_finite(loss, epoch: int, step: int) -> None:
         raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
 
 
-def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epoch: int, target_maps=None) -> dict:
+def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epoch: int, target_maps=None,
+                         teacher_features=None) -> dict:
     """Every (image, caption) pair once, in the seeded batches of `pipeline.epoch_batches`.
 
     target_maps (P, max_length + 1, L), aligned with the pairs: attention supervision (the step then
     also minimises `supervision_weight` times the supervision loss, logged as `train_supervision`).
+    teacher_features, aligned with `features`: the teacher's (`trainer.teacher`) for distillation.
     Hard attention: half the batches (the paper's choice) use the expected context, the rest sample.
     """
     config = trainer.config
@@ -46,14 +48,17 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
         dataset = pipeline.make_replica_dataset(features, image_index, token_ids, batches,
                                                 trainer.strategy.num_replicas_in_sync, trainer.local_replicas, target_maps)
     else:
-        dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps)
+        dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps, teacher_features)
     for step, batch in enumerate(dataset):
         if sampled[step]:
             loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy = trainer.hard_train_step(*batch)
             hard.append([float(reward), float(baseline), float(entropy)])
             supervision = []  # hard attention is never supervised (`prepare.check_supervision`)
         else:  # with target maps, the step also returns the supervision loss
-            loss, cross_entropy, penalty, gradient_norm, *supervision = trainer.train_step(*batch)
+            features_and_ids, extra = batch[:2], list(batch[2:])
+            teacher = extra.pop() if teacher_features is not None else None
+            loss, cross_entropy, penalty, gradient_norm, *supervision = trainer.train_step(
+                *features_and_ids, *extra, teacher_features=teacher)
         check_finite(loss, epoch, step)
         totals += [float(loss), float(cross_entropy), float(penalty), float(supervision[0]) if supervision else 0.0]
         gradient_norms.append(float(gradient_norm))

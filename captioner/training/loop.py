@@ -3,6 +3,7 @@
 1. Make a run directory and save the config and vocabulary into it.
 2. Encode every image once with the frozen encoder (or, fine-tuning, its frozen lower blocks):
    in memory for synthetic scenes, through the disk cache (`captioner.data.features`) for photos (`prepare.py`).
+   With `--distill-from`, the teacher's own features of the training images too.
 3. Each epoch: the steps of the run's objective on shuffled batches (`epochs.py`, `trainer.py`,
    `objectives.py`), then the dev loss and free-running dev captions scored with CIDEr-D and
    BLEU-4 (`validation.py`).
@@ -29,8 +30,8 @@ from captioner.training import distribute
 from captioner.training.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, EpochCallbacks
 from captioner.training.checkpoint import load_checkpoint
 from captioner.training.epochs import self_critical_epoch, teacher_forced_epoch
-from captioner.training.prepare import (caption_pairs, check_fine_tuning, check_supervision, encode_splits, make_captioner,
-                                        supervision_maps)
+from captioner.training.prepare import (caption_pairs, check_distillation, check_fine_tuning, check_supervision,
+                                        encode_splits, load_teacher, make_captioner, supervision_maps)
 from captioner.training.report import report_on_test
 from captioner.training.trainer import Trainer, TrainingDiverged
 from captioner.training.validation import validate
@@ -47,6 +48,7 @@ def train(config: Config, resume: bool = False, strategy: tf.distribute.Strategy
     chief = distribute.is_chief(strategy)
     check_supervision(config)
     check_fine_tuning(config)
+    check_distillation(config)
     run_dir, resuming = start_run(config, resume, chief)
     keras.utils.set_random_seed(config.seed)
     if distribute.is_distributed(strategy):
@@ -63,9 +65,13 @@ def train(config: Config, resume: bool = False, strategy: tf.distribute.Strategy
     target_maps = None  # attention supervision: the TRAIN pairs' maps only, never dev or test
     if config.attention_supervision:
         target_maps = supervision_maps(captioner, splits["train"], config, len(pairs["train"][0]))
+    teacher = None  # distillation: the teacher and its own features of the TRAIN images
+    if config.distill_from:
+        teacher, features["teacher_train"] = load_teacher(config, captioner, splits["train"])
     run_epoch, steps_per_epoch = epoch_function(config, splits, features, pairs, target_maps)
 
-    trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch, strategy=strategy)
+    trainer = Trainer(captioner, config, total_steps=config.epochs * steps_per_epoch, strategy=strategy,
+                      teacher=teacher)
     history, start_epoch, state = resume_from(run_dir, trainer, config) if resuming else ([], 0, None)
     callbacks = EpochCallbacks(config, run_dir, trainer, history, chief, resuming)
     callbacks.begin(state)
@@ -128,7 +134,7 @@ def epoch_function(config: Config, splits, features, pairs, target_maps):
                 math.ceil(len(splits["train"]) / config.batch_size))
     views = features.get("train_views", [features["train"]])  # with augmented copies: one per epoch in turn
     return (lambda trainer, epoch: teacher_forced_epoch(trainer, views[epoch % len(views)], *pairs["train"], epoch,
-                                                        target_maps),
+                                                        target_maps, features.get("teacher_train")),
             math.ceil(len(pairs["train"][0]) / config.batch_size))
 
 

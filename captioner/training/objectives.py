@@ -6,6 +6,8 @@
   for the words that name a boxed region (Liu et al., "Attention Correctness in Neural Image
   Captioning", AAAI 2017); `--attention-supervision`. `attention_mass_loss`: -log of the attention
   inside the boxes, Liu et al.'s "attention correctness" itself; `--supervision-loss mass`.
+* `distillation_loss`: cross-entropy from a teacher's next-word distributions (Hinton et al. 2015, word-level
+  knowledge distillation); `--distill-from`. `caption_loss` mixes it with the caption's own words.
 * `hard_attention_loss`: REINFORCE for the sampled locations of hard attention (Xu et al. 2015,
   section 4.1); `--attention hard`.
 * `self_critical_loss`: REINFORCE on whole sampled captions rewarded by CIDEr-D (Rennie et al.
@@ -25,7 +27,8 @@ from captioner.training import distribute, reinforce
 SUPERVISION_EPSILON = 1e-8  # keeps log(alpha) finite where the softmax underflows to 0
 
 
-def caption_loss(logits, targets, attention_weights, attention_lambda: float, label_smoothing: float = 0.0):
+def caption_loss(logits, targets, attention_weights, attention_lambda: float, label_smoothing: float = 0.0,
+                 teacher_logits=None, distill_weight: float = 0.0):
     """Cross-entropy over real words only, plus the doubly stochastic attention penalty.
 
     logits (B, T, V), targets (B, T) with 0 for padding, attention_weights (B, T, L).
@@ -35,6 +38,8 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
     Label smoothing moves `label_smoothing` of each target's probability mass to a
     uniform distribution over the vocabulary; the cross-entropy returned (for the
     logs and the dev loss) is always the plain one, so runs stay comparable.
+    teacher_logits (B, T, V): a teacher's next-word scores for the same words; the word loss is then
+    (1 - distill_weight) x the caption's own + distill_weight x `distillation_loss`.
     Under tf.distribute the sums are divided by the words (and captions) of the whole global
     batch, so the replicas' losses add up to the single-device loss.
     Returns (loss to minimise, cross-entropy, penalty).
@@ -51,9 +56,25 @@ def caption_loss(logits, targets, attention_weights, attention_lambda: float, la
     if label_smoothing:
         uniform = -tf.reduce_mean(log_probabilities, axis=-1)  # cross-entropy against a uniform target
         objective = (1.0 - label_smoothing) * cross_entropy + label_smoothing * tf.reduce_sum(uniform * mask) / words
+    if teacher_logits is not None:
+        distilled = distillation_loss(log_probabilities, teacher_logits, mask, words)
+        objective = (1.0 - distill_weight) * objective + distill_weight * distilled
     attention_per_location = tf.reduce_sum(attention_weights * mask[..., None], axis=1)  # (B, L)
     penalty = tf.reduce_sum(tf.reduce_mean(tf.square(1.0 - attention_per_location), axis=1) * real) / captions
     return objective + attention_lambda * penalty, cross_entropy, penalty
+
+
+def distillation_loss(log_probabilities, teacher_logits, mask, words):
+    """Mean over real words of -sum_v p_teacher(v) log p_student(v): the student learns the teacher's whole
+    distribution over the next word, not only the one word the caption happens to use.
+
+    log_probabilities (B, T, V) the student's; teacher_logits (B, T, V) the teacher's scores (an ensemble's
+    log-probabilities are scores too: log_softmax leaves them as they are); mask (B, T); words: the count to
+    divide by. Its minimum over the student is the teacher's entropy, reached where the two agree.
+    """
+    teacher = tf.stop_gradient(tf.nn.softmax(tf.cast(teacher_logits, tf.float32)))
+    per_word = -tf.reduce_sum(teacher * log_probabilities, axis=-1)  # (B, T)
+    return tf.reduce_sum(per_word * mask) / words
 
 
 def attention_supervision_loss(attention_weights, target_maps):

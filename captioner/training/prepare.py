@@ -1,9 +1,11 @@
-"""Everything a run needs before its first step: the model, the image features, the caption pairs
-and, with `--attention-supervision`, the attention targets of the training pairs.
+"""Everything a run needs before its first step: the model, the image features, the caption pairs,
+with `--attention-supervision` the attention targets of the training pairs and with `--distill-from` the
+teacher and its features of the training images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +156,36 @@ def supervision_maps(captioner: Captioner, train: Split, config: Config, pairs: 
                          f"expected {expected} (pairs, max_length + 1, grid cells)")
     print("Attention supervision (train split): " + ", ".join(f"{key} {value}" for key, value in summary.items()))
     return targets
+
+
+def check_distillation(config: Config) -> None:
+    """Refuse, before any work, distillation that cannot run: ValueError naming the problem."""
+    if not config.distill_from:
+        return
+    if not Path(config.distill_from).is_file():
+        raise ValueError(f"{config.distill_from}: no such file (--distill-from wants a trained .keras model)")
+    if not 0 < config.distill_weight <= 1:
+        raise ValueError(f"distill_weight must be in (0, 1], not {config.distill_weight}")
+    if config.self_critical or config.hard_attention:
+        raise ValueError("distillation trains soft attention with cross-entropy; not with --scst or --attention hard")
+
+
+def load_teacher(config: Config, captioner: Captioner, train: Split) -> tuple[Captioner, object]:
+    """The teacher model of `--distill-from` and its own features of the training images (through its encoder and
+    the same cache: a teacher on another grid or layer reads its own shards).
+
+    Its distributions are over its vocabulary, so it must be the student's, word for word.
+    """
+    teacher = load_captioner(config.distill_from)
+    if teacher.vocabulary.words != captioner.vocabulary.words:
+        raise ValueError(f"{config.distill_from}: the teacher's vocabulary ({len(teacher.vocabulary)} words) is not the "
+                         f"student's ({len(captioner.vocabulary)}); distillation needs the same words in the same order")
+    if teacher.decoder.hard_attention:
+        raise ValueError(f"{config.distill_from}: a hard-attention model; its word distributions depend on sampled "
+                         "locations")
+    splits, features = encode_splits(teacher, {"train": train}, dataclasses.replace(config, augment_copies=0))
+    if len(splits["train"]) != len(train):
+        raise ValueError(f"{config.distill_from}: its encoder could not read {len(train) - len(splits['train'])} "
+                         "training images the student read")
+    print(f"Distilling from {config.distill_from} (weight {config.distill_weight})")
+    return teacher, features["train"]

@@ -11,6 +11,8 @@ and its loop has no place for hard attention's mixed batches or self-critical sa
 The steps:
     train_step              cross-entropy + attention penalty (every run)
     train_step(..., maps)   the same + attention supervision (`--attention-supervision`)
+    train_step(..., teacher_features=...)   the word loss shares its target with a teacher's
+                            next-word distributions (`--distill-from`; with or without maps)
     hard_train_step         + REINFORCE on one sampled location per word (`--attention hard`)
     self_critical_step      REINFORCE on whole sampled captions (`--scst`)
     eval_step               the dev loss (no update)
@@ -70,14 +72,19 @@ class Trainer:
     (`captioner.training.distribute`).
     """
 
-    def __init__(self, captioner: Captioner, config: Config, total_steps: int = 1, strategy=None):
+    def __init__(self, captioner: Captioner, config: Config, total_steps: int = 1, strategy=None,
+                 teacher: Captioner | None = None):
+        """teacher: a trained captioner whose next-word distributions the decoder also learns (`--distill-from`);
+        it is never updated and never saved with the model."""
         self.captioner = captioner
+        self.teacher = teacher
         self.config = config
         self.decoder = captioner.decoder
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = distribute.is_distributed(self.strategy)
-        if self.distributed and (config.hard_attention or config.self_critical):
-            raise ValueError("hard attention and self-critical training run on one device only (--strategy default)")
+        if self.distributed and (config.hard_attention or config.self_critical or teacher is not None):
+            raise ValueError("hard attention, self-critical training and distillation run on one device only "
+                             "(--strategy default)")
         with self.strategy.scope():
             self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")
             self.schedule = learning_rate_schedule(config, total_steps, self.lr_scale)
@@ -111,19 +118,31 @@ class Trainer:
         """(B, T, L) attention targets: one map per attention step (token_length - 1 of them)."""
         return tf.TensorSpec([None, token_length - 1, self.captioner.feature_shape[0]], tf.float32)
 
-    def train_step(self, features, token_ids, target_maps=None):
+    def _teacher_features_spec(self) -> tf.TensorSpec:
+        """(B, L', D'): what the teacher's encoder cached for each image (its own grid and features)."""
+        return tf.TensorSpec([None, *self.teacher.encoder.cached_shape], tf.float32)
+
+    def train_step(self, features, token_ids, target_maps=None, teacher_features=None):
         """One optimizer step on a batch; returns loss, cross-entropy, attention penalty, gradient norm
         and, with `target_maps` (attention supervision), the supervision loss.
 
-        Without target maps the step is the plain one: no extra input, the same graph as ever.
+        Without target maps or a teacher the step is the plain one: no extra input, the same graph as ever.
+        teacher_features: the teacher's cached features of the batch's images (distillation).
         Distributed: features, token_ids (and target_maps) are tuples of this process's replica slices.
         """
         inputs = (features, token_ids) if target_maps is None else (features, token_ids, target_maps)
         if self.distributed:
             return self._distributed_train_step(*inputs)
-        if target_maps is None:
-            return self._compiled_step(self._train_step, token_ids.shape[1])(*inputs)
         length = token_ids.shape[1]
+        if teacher_features is not None:
+            if target_maps is None:
+                return self._compiled_step(self._distilled_train_step, length, [self._teacher_features_spec()])(
+                    *inputs, teacher_features)
+            return self._compiled_step(self._supervised_distilled_train_step, length,
+                                       [self._target_maps_spec(length), self._teacher_features_spec()])(
+                *inputs, teacher_features)
+        if target_maps is None:
+            return self._compiled_step(self._train_step, length)(*inputs)
         return self._compiled_step(self._supervised_train_step, length, [self._target_maps_spec(length)])(*inputs)
 
     def _distributed_train_step(self, *input_parts):
@@ -160,24 +179,38 @@ class Trainer:
             features, token_ids, rewards, baselines)
 
     def _train_step(self, features, token_ids):
-        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
-        with tf.GradientTape() as tape:
-            logits, attention_weights = self.decoder(self.encode(features), inputs, training=True)
-            loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
-                                                                   self.config.attention_lambda, self.config.label_smoothing)
-        return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
+        return self._teacher_forced_step(features, token_ids)
 
     def _supervised_train_step(self, features, token_ids, target_maps):
-        """`_train_step` plus `supervision_weight` times the attention supervision loss (Liu et al. 2017): the
-        cross-entropy to the boxes' map, or with `supervision_loss="mass"` -log of the attention inside them."""
-        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
+        return self._teacher_forced_step(features, token_ids, target_maps)
+
+    def _distilled_train_step(self, features, token_ids, teacher_features):
+        return self._teacher_forced_step(features, token_ids, teacher_features=teacher_features)
+
+    def _supervised_distilled_train_step(self, features, token_ids, target_maps, teacher_features):
+        return self._teacher_forced_step(features, token_ids, target_maps, teacher_features)
+
+    def _teacher_forced_step(self, features, token_ids, target_maps=None, teacher_features=None):
+        """Cross-entropy + penalty on the caption's words; with `target_maps`, plus `supervision_weight` times the
+        attention supervision loss (Liu et al. 2017: the cross-entropy to the boxes' map, or with
+        `supervision_loss="mass"` -log of the attention inside them); with `teacher_features`, the word loss
+        shared with the teacher's distributions over the same next words (the teacher without dropout)."""
+        inputs, targets = token_ids[:, :-1], token_ids[:, 1:]  # predict each next word
+        teacher_logits = None
+        if teacher_features is not None:
+            teacher_logits, _ = self.teacher.decoder(self.teacher.encoder.encode_above(teacher_features), inputs,
+                                                     training=False)
         with tf.GradientTape() as tape:
             logits, attention_weights = self.decoder(self.encode(features), inputs, training=True)
-            loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
-                                                                   self.config.attention_lambda, self.config.label_smoothing)
-            supervision = objectives.SUPERVISION_LOSSES[self.config.supervision_loss](attention_weights, target_maps)
-            total = loss + self.config.supervision_weight * supervision
-        return total, cross_entropy, penalty, self._apply_gradients(tape, total), supervision
+            loss, cross_entropy, penalty = objectives.caption_loss(
+                logits, targets, attention_weights, self.config.attention_lambda, self.config.label_smoothing,
+                teacher_logits, self.config.distill_weight)
+            if target_maps is not None:
+                supervision = objectives.SUPERVISION_LOSSES[self.config.supervision_loss](attention_weights, target_maps)
+                loss += self.config.supervision_weight * supervision
+        if target_maps is None:
+            return loss, cross_entropy, penalty, self._apply_gradients(tape, loss)
+        return loss, cross_entropy, penalty, self._apply_gradients(tape, loss), supervision
 
     def _hard_train_step(self, features, token_ids):
         """Hard attention: the caption loss given one sampled location per word, plus REINFORCE for the locations."""
