@@ -134,3 +134,26 @@ def test_unpacking_an_ensemble_gives_back_its_members(tmp_path, random_images, c
     save_model(originals[0], single)
     assert main(["--unpack", str(single), str(tmp_path / "none")]) == 1
     assert "not an ensemble" in capsys.readouterr().err
+
+
+def test_an_ensemble_decodes_with_its_own_length_penalty_unless_told_otherwise(tmp_path, random_images, capsys):
+    from captioner.numpy_model import load_numpy_captioner
+
+    paths = []
+    for index, model in enumerate(_members((1, {}), (2, {}))):
+        paths.append(str(tmp_path / f"member{index}.keras"))
+        model.save(paths[-1])
+    out = tmp_path / "ensemble.keras"
+    assert main([str(out), *paths, "--length-penalty", "0.7", "--float32"]) == 0
+    assert "length penalty 0.7" in capsys.readouterr().out
+    for loaded in (load_captioner(out), load_numpy_captioner(out)):  # both ways of running a model read it
+        assert loaded.length_penalty == pytest.approx(0.7)
+        own, told = loaded.caption(random_images, beam_size=3), loaded.caption(random_images, 3, length_penalty=0.7)
+        plain = loaded.caption(random_images, 3, length_penalty=0.0)
+        assert [(c.words, c.score) for c in own] == [(c.words, c.score) for c in told]
+        assert [c.score for c in own] != [c.score for c in plain]  # scores divided by length ** 0.7
+    unset = tmp_path / "plain.keras"
+    assert main([str(unset), *paths]) == 0 and load_captioner(unset).length_penalty == 0.0  # the default: none
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "bad.keras"), *paths, "--length-penalty", "-1"])
+    assert exit_info.value.code == 2 and "--length-penalty must be in [0, 10)" in capsys.readouterr().err

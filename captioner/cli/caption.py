@@ -61,7 +61,7 @@ class Result:
 
 
 def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_size: int = 1,
-                  max_length: int | None = None, batch_size: int = 16, length_penalty: float = 0.0) -> Iterator[Result]:
+                  max_length: int | None = None, batch_size: int = 16, length_penalty: float | None = None) -> Iterator[Result]:
     """One Result per path, in order; a bad file gives a Result with `error` and the others go on."""
     size = captioner.encoder.image_size
     for start in range(0, len(paths), batch_size):
@@ -142,8 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=None,
                         help="a .keras file written by train.py (best.keras); default: the shipped model in captioner/pretrained/")
     parser.add_argument("--beam", type=int, default=3, help="beam size (3: best on Flickr8k); 1 is greedy search")
-    parser.add_argument("--length-penalty", type=float, default=0.0,
-                        help="beam search ranks by log p / length ** this (0: plain log probability)")
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="beam search ranks by log p / length ** this (0: plain log probability); "
+                             "default: the model's own, chosen on dev (its card says)")
     parser.add_argument("--max-length", type=int, default=None, help="most words per caption")
     parser.add_argument("--json", action="store_true", help="JSON lines with per-word attention grids")
     parser.add_argument("--overlay-dir", default=None, help="write one attention overlay PNG per image here")

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--beam", type=int, default=1, help="beam size; 1 is greedy")
-    parser.add_argument("--length-penalty", type=float, default=0.0, help="score / length ** this; 0: none")
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="score / length ** this; 0: none; default: the model's own (chosen on dev)")
     parser.add_argument("--limit", type=int, help="only the first N images of the split")
     parser.add_argument("--feature-cache", help="where encoder features are cached")
     parser.add_argument("--out", help="folder for scores.json and captions.json")
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
         split = split.without(failed)
     features = store.view(split.paths)
 
+    if args.length_penalty is None:
+        args.length_penalty = captioner.length_penalty
     started = time.time()
     captions = caption_features(captioner, features, beam_size=args.beam, batch_size=DECODE_BATCH,
                                 length_penalty=args.length_penalty)

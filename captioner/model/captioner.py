@@ -25,11 +25,14 @@ ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
 @keras.saving.register_keras_serializable(package="captioner")
 class Captioner(keras.Model):
     def __init__(self, vocabulary: list[str], encoder: dict, decoder: dict | list[dict], max_length: int = 20,
-                 **kwargs):
-        """decoder: one decoder's config, or a list of them for an ensemble (`captioner.model.ensemble`)."""
+                 length_penalty: float = 0.0, **kwargs):
+        """decoder: one decoder's config, or a list of them for an ensemble (`captioner.model.ensemble`).
+        length_penalty: the one beam search uses unless told otherwise, chosen on dev for this model (0: none);
+        saved with it, like the maximum length, so every tool decodes the model as it was measured."""
         super().__init__(**kwargs)
         self.vocabulary = Vocabulary(vocabulary)
         self.max_length = max_length
+        self.length_penalty = float(length_penalty)
         self.encoder = Encoder(**encoder)
         # How the encoder's features are laid out is the encoder's to say (models saved before it was a setting
         # get it too).
@@ -68,12 +71,14 @@ class Captioner(keras.Model):
         return self.decoder(self.encoder(images), token_ids, training=training)
 
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
-                        length_penalty: float = 0.0) -> list[Caption]:
+                        length_penalty: float | None = None) -> list[Caption]:
         """Captions for features (B, L, D) from `encoder`; beam_size 1 (without length penalty) is greedy search.
+        length_penalty None: the model's own (`self.length_penalty`).
 
         Beam search also fills each caption's `alternatives`: the other finished beams, best first.
         """
         max_length = max_length or self.max_length
+        length_penalty = self.length_penalty if length_penalty is None else length_penalty
         key = (beam_size, max_length, length_penalty, self.decoder.hard_inference)
         if key not in self._decoders:
             locations, size = self.feature_shape
@@ -118,7 +123,7 @@ class Captioner(keras.Model):
         )
 
     def caption(self, images, beam_size: int = 1, max_length: int | None = None,
-                length_penalty: float = 0.0) -> list[Caption]:
+                length_penalty: float | None = None) -> list[Caption]:
         """Captions for images (B, S, S, 3) with RGB values in [0, 255], encoded `ENCODE_BATCH` at a time.
 
         The CNN's early activations are large (about 5 MB per image for MobileNetV2 at 224 px), so a
@@ -137,11 +142,13 @@ class Captioner(keras.Model):
             "encoder": self.encoder.get_config(),
             "decoder": self.decoder.member_configs if self.is_ensemble else self.decoder.get_config(),
             "max_length": self.max_length,
+            "length_penalty": self.length_penalty,
         }
 
 
-def make_ensemble(models):
-    """One Captioner whose decoder averages the decoders of `models` (trained Captioners).
+def make_ensemble(models, length_penalty: float = 0.0):
+    """One Captioner whose decoder averages the decoders of `models` (trained Captioners), decoding with
+    `length_penalty` unless told otherwise (a new model: its own, chosen on dev).
 
     The members must share vocabulary, encoder configuration and maximum caption length, and the
     frozen part of their encoder; otherwise ValueError says which differs. Members with fine-tuned
@@ -178,7 +185,7 @@ def make_ensemble(models):
             own_blocks |= not _same_weights(model.encoder.above.get_weights(), first.encoder.above.get_weights())
     ensemble = Captioner(
         first.vocabulary.words, {**first.encoder.get_config(), "members": len(models) if own_blocks else 1},
-        [model.decoder.get_config() for model in models], max_length=first.max_length,
+        [model.decoder.get_config() for model in models], max_length=first.max_length, length_penalty=length_penalty,
     )
     ensemble.build()
     ensemble.encoder.backbone.set_weights(first.encoder.backbone.get_weights())
@@ -194,7 +201,7 @@ def _with_fine_tuned_blocks(model: Captioner, blocks: int) -> Captioner:
     if model.is_ensemble or model.decoder.hard_attention:
         return model  # refused by make_ensemble with its own message
     copy = Captioner(model.vocabulary.words, {**model.encoder.get_config(), "fine_tune_blocks": blocks},
-                     model.decoder.get_config(), max_length=model.max_length)
+                     model.decoder.get_config(), max_length=model.max_length, length_penalty=model.length_penalty)
     copy.build()
     copy.encoder.backbone.set_weights(model.encoder.backbone.get_weights())
     copy.decoder.set_weights(model.decoder.get_weights())
@@ -226,7 +233,7 @@ def ensemble_members(ensemble: Captioner) -> list[Captioner]:
     return members
 
 def caption_features(captioner: Captioner, features, beam_size: int = 1, batch_size: int = 100,
-                     length_penalty: float = 0.0):
+                     length_penalty: float | None = None):
     """Free-running captions for cached encoder outputs (N, L', D') (`Encoder.encode_below`; a memory-mapped
     view, say), in batches. For a frozen encoder those are the features; a fine-tuned one runs its top blocks."""
     captions = []

@@ -109,6 +109,7 @@ class NumpyCaptioner:
         config = keras_file.config
         self.vocabulary = Vocabulary(config["vocabulary"])
         self.max_length = config.get("max_length", 20)
+        self.length_penalty = float(config.get("length_penalty", 0.0))  # the model's own (models saved before: none)
         self.encoder = Encoder(config["encoder"], keras_file)
         decoder = config["decoder"]
         try:
@@ -128,8 +129,9 @@ class NumpyCaptioner:
         return self.encoder.grid
 
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
-                        length_penalty: float = 0.0) -> list[Caption]:
+                        length_penalty: float | None = None) -> list[Caption]:
         max_length = max_length or self.max_length
+        length_penalty = self.length_penalty if length_penalty is None else length_penalty
         start_id, end_id = self.vocabulary.start_id, self.vocabulary.end_id
         features = np.asarray(features, np.float32)
         if beam_size == 1 and length_penalty == 0:
@@ -143,7 +145,7 @@ class NumpyCaptioner:
                 for ids, maps, image_scores in zip(word_ids, weights, scores)]
 
     def caption(self, images, beam_size: int = 1, max_length: int | None = None,
-                length_penalty: float = 0.0) -> list[Caption]:
+                length_penalty: float | None = None) -> list[Caption]:
         """Captions for images (B, S, S, 3) with RGB values in [0, 255]."""
         captions = []
         for start in range(0, len(images), ENCODE_BATCH):

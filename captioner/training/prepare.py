@@ -46,7 +46,7 @@ def with_fine_tuned_blocks(captioner: Captioner, blocks: int) -> Captioner:
     encoder = {**captioner.encoder.get_config(), "fine_tune_blocks": blocks}
     encoder.pop("name", None)
     decoder = {key: value for key, value in captioner.decoder.get_config().items() if key != "name"}
-    changed = Captioner(captioner.vocabulary.words, encoder, decoder, captioner.max_length)
+    changed = Captioner(captioner.vocabulary.words, encoder, decoder, captioner.max_length, captioner.length_penalty)
     changed.build()
     changed.encoder.set_weights(captioner.encoder.get_weights())
     changed.decoder.set_weights(captioner.decoder.get_weights())
