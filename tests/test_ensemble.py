@@ -136,7 +136,7 @@ def test_unpacking_an_ensemble_gives_back_its_members(tmp_path, random_images, c
     assert "not an ensemble" in capsys.readouterr().err
 
 
-def test_an_ensemble_decodes_with_its_own_length_penalty_unless_told_otherwise(tmp_path, random_images, capsys):
+def test_an_ensemble_decodes_with_its_own_length_penalty_and_ngram_blocking_unless_told_otherwise(tmp_path, random_images, capsys):
     from captioner.numpy_model import load_numpy_captioner
 
     paths = []
@@ -144,16 +144,18 @@ def test_an_ensemble_decodes_with_its_own_length_penalty_unless_told_otherwise(t
         paths.append(str(tmp_path / f"member{index}.keras"))
         model.save(paths[-1])
     out = tmp_path / "ensemble.keras"
-    assert main([str(out), *paths, "--length-penalty", "0.7", "--float32"]) == 0
-    assert "length penalty 0.7" in capsys.readouterr().out
+    assert main([str(out), *paths, "--length-penalty", "0.7", "--no-repeat-ngram", "3", "--float32"]) == 0
+    assert "length penalty 0.7, no repeated 3-grams" in capsys.readouterr().out
     for loaded in (load_captioner(out), load_numpy_captioner(out)):  # both ways of running a model read it
-        assert loaded.length_penalty == pytest.approx(0.7)
-        own, told = loaded.caption(random_images, beam_size=3), loaded.caption(random_images, 3, length_penalty=0.7)
-        plain = loaded.caption(random_images, 3, length_penalty=0.0)
+        assert loaded.length_penalty == pytest.approx(0.7) and loaded.no_repeat_ngram == 3
+        own = loaded.caption(random_images, beam_size=3)
+        told = loaded.caption(random_images, 3, length_penalty=0.7, no_repeat_ngram=3)
+        plain = loaded.caption(random_images, 3, length_penalty=0.0, no_repeat_ngram=0)
         assert [(c.words, c.score) for c in own] == [(c.words, c.score) for c in told]
         assert [c.score for c in own] != [c.score for c in plain]  # scores divided by length ** 0.7
     unset = tmp_path / "plain.keras"
-    assert main([str(unset), *paths]) == 0 and load_captioner(unset).length_penalty == 0.0  # the default: none
+    assert main([str(unset), *paths]) == 0  # the default: neither
+    assert (load_captioner(unset).length_penalty, load_captioner(unset).no_repeat_ngram) == (0.0, 0)
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "bad.keras"), *paths, "--length-penalty", "-1"])
     assert exit_info.value.code == 2 and "--length-penalty must be in [0, 10)" in capsys.readouterr().err

@@ -61,7 +61,8 @@ class Result:
 
 
 def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_size: int = 1,
-                  max_length: int | None = None, batch_size: int = 16, length_penalty: float | None = None) -> Iterator[Result]:
+                  max_length: int | None = None, batch_size: int = 16, length_penalty: float | None = None,
+                  no_repeat_ngram: int | None = None) -> Iterator[Result]:
     """One Result per path, in order; a bad file gives a Result with `error` and the others go on."""
     size = captioner.encoder.image_size
     for start in range(0, len(paths), batch_size):
@@ -74,7 +75,7 @@ def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_
                 continue
             results.append(Result(path, display=display))
             images.append(image)
-        captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty) if images else [])
+        captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty, no_repeat_ngram) if images else [])
         for result in results:
             if result.error is None:
                 result.caption = next(captions)
@@ -145,6 +146,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--length-penalty", type=float, default=None,
                         help="beam search ranks by log p / length ** this (0: plain log probability); "
                              "default: the model's own, chosen on dev (its card says)")
+    parser.add_argument("--no-repeat-ngram", type=int, default=None, metavar="N",
+                        help="beam search never writes an N-gram twice in one caption (0: repeats allowed); "
+                             "default: the model's own")
     parser.add_argument("--max-length", type=int, default=None, help="most words per caption")
     parser.add_argument("--json", action="store_true", help="JSON lines with per-word attention grids")
     parser.add_argument("--overlay-dir", default=None, help="write one attention overlay PNG per image here")
@@ -169,6 +173,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.beam < 1:
         parser.error("--beam must be at least 1")
+    if args.no_repeat_ngram is not None and args.no_repeat_ngram < 0:
+        parser.error("--no-repeat-ngram must not be negative")
     if args.max_length is not None and args.max_length < 1:
         parser.error("--max-length must be at least 1")
     if args.batch_size < 1:
@@ -251,7 +257,8 @@ def main(argv=None) -> int:
     failures = len(input_errors)
     style = dict(style=args.overlay_style, colormap=args.colormap, alpha=args.alpha, panel_inches=args.panel_size)
     report, annotated = [], 0
-    for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size, args.length_penalty)):
+    for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size,
+                                                           args.length_penalty, args.no_repeat_ngram)):
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
             failures += 1

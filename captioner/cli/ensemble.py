@@ -26,14 +26,18 @@ def main(argv=None) -> int:
     parser.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
                         help="the length penalty the ensemble's beam search uses unless told otherwise: choose it on "
                              "dev (captioner evaluate --split val --length-penalty P); 0: none")
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                        help="the ensemble's beam search never writes an N-gram twice in one caption, unless told "
+                             "otherwise (choose on dev like the length penalty); 0: repeats allowed")
     parser.add_argument("--float32", action="store_true",
                         help="store float32 weights (default: float16, half the file; computation is float32 either way)")
     args = parser.parse_args(argv)
     if args.unpack:
         if args.members:
             parser.error("--unpack takes the ensemble and one output directory, no member models")
-        if args.length_penalty:
-            parser.error("--length-penalty sets an ensemble's decoding; --unpack writes its members as they were trained")
+        if args.length_penalty or args.no_repeat_ngram:
+            parser.error("--length-penalty and --no-repeat-ngram set an ensemble's decoding; --unpack writes its "
+                         "members as they were trained")
         return unpack(args.unpack, args.out, "float32" if args.float32 else "float16")
     if len(args.members) < 2:
         parser.error("give at least 2 member models")
@@ -41,6 +45,8 @@ def main(argv=None) -> int:
         parser.error(f"{args.out}: the output must be a .keras file")
     if not 0 <= args.length_penalty < 10:
         parser.error(f"--length-penalty must be in [0, 10), not {args.length_penalty}")
+    if args.no_repeat_ngram < 0:
+        parser.error(f"--no-repeat-ngram must not be negative, not {args.no_repeat_ngram}")
 
     import_tensorflow_quietly()
     from captioner.model.captioner import make_ensemble
@@ -48,13 +54,14 @@ def main(argv=None) -> int:
 
     try:
         models = [load_captioner(path) for path in args.members]
-        ensemble = make_ensemble(models, length_penalty=args.length_penalty)
+        ensemble = make_ensemble(models, length_penalty=args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     save_model(ensemble, args.out, weights_dtype="float32" if args.float32 else "float16")
     parameters = sum(int(np.prod(w.shape)) for w in ensemble.decoder.weights)
     penalty = f", length penalty {args.length_penalty:g}" if args.length_penalty else ""
+    penalty += f", no repeated {args.no_repeat_ngram}-grams" if args.no_repeat_ngram else ""
     print(f"Wrote {args.out}: {len(models)} decoders ({parameters / 1e6:.1f} M parameters) over one encoder{penalty}")
     return 0
 

@@ -58,12 +58,16 @@ def main(argv=None) -> int:
     parser.add_argument("--beam", type=int, default=1, help="beam size; 1 is greedy")
     parser.add_argument("--length-penalty", type=float, default=None,
                         help="score / length ** this; 0: none; default: the model's own (chosen on dev)")
+    parser.add_argument("--no-repeat-ngram", type=int, default=None, metavar="N",
+                        help="never write an N-gram twice in one caption; 0: allowed; default: the model's own")
     parser.add_argument("--limit", type=int, help="only the first N images of the split")
     parser.add_argument("--feature-cache", help="where encoder features are cached")
     parser.add_argument("--out", help="folder for scores.json and captions.json")
     args = parser.parse_args(argv)
     if args.beam < 1:
         parser.error("--beam must be at least 1")
+    if args.no_repeat_ngram is not None and args.no_repeat_ngram < 0:
+        parser.error("--no-repeat-ngram must not be negative")
 
     import_tensorflow_quietly()
     from captioner.config import Config
@@ -91,15 +95,18 @@ def main(argv=None) -> int:
 
     if args.length_penalty is None:
         args.length_penalty = captioner.length_penalty
+    if args.no_repeat_ngram is None:
+        args.no_repeat_ngram = captioner.no_repeat_ngram
     started = time.time()
     captions = caption_features(captioner, features, beam_size=args.beam, batch_size=DECODE_BATCH,
-                                length_penalty=args.length_penalty)
+                                length_penalty=args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
     seconds = time.time() - started
     scores, results = evaluate_captions(captions, split)
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
     report = {
         "model": str(args.model), "dataset": args.dataset, "split": args.split, "images": len(split),
-        "decoding": decoding, "length_penalty": args.length_penalty, "decode_seconds": seconds, **scores,
+        "decoding": decoding, "length_penalty": args.length_penalty,
+        "no_repeat_ngram": args.no_repeat_ngram, "decode_seconds": seconds, **scores,
     }
     print(format_table(scores, f"{args.dataset} {args.split} ({len(split)} images), {decoding}"))
     if args.out:

@@ -25,14 +25,16 @@ ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
 @keras.saving.register_keras_serializable(package="captioner")
 class Captioner(keras.Model):
     def __init__(self, vocabulary: list[str], encoder: dict, decoder: dict | list[dict], max_length: int = 20,
-                 length_penalty: float = 0.0, **kwargs):
+                 length_penalty: float = 0.0, no_repeat_ngram: int = 0, **kwargs):
         """decoder: one decoder's config, or a list of them for an ensemble (`captioner.model.ensemble`).
-        length_penalty: the one beam search uses unless told otherwise, chosen on dev for this model (0: none);
-        saved with it, like the maximum length, so every tool decodes the model as it was measured."""
+        length_penalty, no_repeat_ngram: how beam search decodes this model unless told otherwise (0: plain
+        log probability; 0: repeats allowed), chosen on dev; saved with it, like the maximum length, so every
+        tool decodes the model as it was measured."""
         super().__init__(**kwargs)
         self.vocabulary = Vocabulary(vocabulary)
         self.max_length = max_length
         self.length_penalty = float(length_penalty)
+        self.no_repeat_ngram = int(no_repeat_ngram)
         self.encoder = Encoder(**encoder)
         # How the encoder's features are laid out is the encoder's to say (models saved before it was a setting
         # get it too).
@@ -71,19 +73,20 @@ class Captioner(keras.Model):
         return self.decoder(self.encoder(images), token_ids, training=training)
 
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
-                        length_penalty: float | None = None) -> list[Caption]:
-        """Captions for features (B, L, D) from `encoder`; beam_size 1 (without length penalty) is greedy search.
-        length_penalty None: the model's own (`self.length_penalty`).
+                        length_penalty: float | None = None, no_repeat_ngram: int | None = None) -> list[Caption]:
+        """Captions for features (B, L, D) from `encoder`; beam_size 1 (with neither length penalty nor n-gram
+        blocking) is greedy search. length_penalty, no_repeat_ngram None: the model's own.
 
         Beam search also fills each caption's `alternatives`: the other finished beams, best first.
         """
         max_length = max_length or self.max_length
         length_penalty = self.length_penalty if length_penalty is None else length_penalty
-        key = (beam_size, max_length, length_penalty, self.decoder.hard_inference)
+        no_repeat_ngram = self.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram
+        key = (beam_size, max_length, length_penalty, no_repeat_ngram, self.decoder.hard_inference)
         if key not in self._decoders:
             locations, size = self.feature_shape
             self._decoders[key] = compile_function(
-                self._search_function(beam_size, max_length, length_penalty),
+                self._search_function(beam_size, max_length, length_penalty, no_repeat_ngram),
                 [tf.TensorSpec([None, locations, size], tf.float32)],
             )
         outputs = self._decoders[key](tf.convert_to_tensor(features, tf.float32))
@@ -111,19 +114,19 @@ class Captioner(keras.Model):
         marks_chosen = self.decoder.hard_attention and self.decoder.hard_inference == "argmax"
         return best_caption(self.vocabulary, self.grid, word_ids, weights, scores, marks_chosen)
 
-    def _search_function(self, beam_size: int, max_length: int, length_penalty: float):
+    def _search_function(self, beam_size: int, max_length: int, length_penalty: float, no_repeat_ngram: int):
         vocabulary = self.vocabulary
-        if beam_size == 1 and length_penalty == 0:
+        if beam_size == 1 and length_penalty == 0 and not no_repeat_ngram:
             return lambda features: greedy_search(
                 self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length
             )
         return lambda features: beam_search(
             self.decoder, features, vocabulary.start_id, vocabulary.end_id, max_length, beam_size,
-            length_penalty=length_penalty, all_beams=True,
+            length_penalty=length_penalty, all_beams=True, no_repeat_ngram=no_repeat_ngram,
         )
 
     def caption(self, images, beam_size: int = 1, max_length: int | None = None,
-                length_penalty: float | None = None) -> list[Caption]:
+                length_penalty: float | None = None, no_repeat_ngram: int | None = None) -> list[Caption]:
         """Captions for images (B, S, S, 3) with RGB values in [0, 255], encoded `ENCODE_BATCH` at a time.
 
         The CNN's early activations are large (about 5 MB per image for MobileNetV2 at 224 px), so a
@@ -132,7 +135,7 @@ class Captioner(keras.Model):
         captions = []
         for start in range(0, len(images), ENCODE_BATCH):
             features = self.encoder(images[start : start + ENCODE_BATCH])
-            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty))
+            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty, no_repeat_ngram))
         return captions
 
     def get_config(self):
@@ -143,12 +146,13 @@ class Captioner(keras.Model):
             "decoder": self.decoder.member_configs if self.is_ensemble else self.decoder.get_config(),
             "max_length": self.max_length,
             "length_penalty": self.length_penalty,
+            "no_repeat_ngram": self.no_repeat_ngram,
         }
 
 
-def make_ensemble(models, length_penalty: float = 0.0):
+def make_ensemble(models, length_penalty: float = 0.0, no_repeat_ngram: int = 0):
     """One Captioner whose decoder averages the decoders of `models` (trained Captioners), decoding with
-    `length_penalty` unless told otherwise (a new model: its own, chosen on dev).
+    `length_penalty` and `no_repeat_ngram` unless told otherwise (a new model: its own, chosen on dev).
 
     The members must share vocabulary, encoder configuration and maximum caption length, and the
     frozen part of their encoder; otherwise ValueError says which differs. Members with fine-tuned
@@ -186,6 +190,7 @@ def make_ensemble(models, length_penalty: float = 0.0):
     ensemble = Captioner(
         first.vocabulary.words, {**first.encoder.get_config(), "members": len(models) if own_blocks else 1},
         [model.decoder.get_config() for model in models], max_length=first.max_length, length_penalty=length_penalty,
+        no_repeat_ngram=no_repeat_ngram,
     )
     ensemble.build()
     ensemble.encoder.backbone.set_weights(first.encoder.backbone.get_weights())
@@ -201,7 +206,8 @@ def _with_fine_tuned_blocks(model: Captioner, blocks: int) -> Captioner:
     if model.is_ensemble or model.decoder.hard_attention:
         return model  # refused by make_ensemble with its own message
     copy = Captioner(model.vocabulary.words, {**model.encoder.get_config(), "fine_tune_blocks": blocks},
-                     model.decoder.get_config(), max_length=model.max_length, length_penalty=model.length_penalty)
+                     model.decoder.get_config(), max_length=model.max_length, length_penalty=model.length_penalty,
+                     no_repeat_ngram=model.no_repeat_ngram)
     copy.build()
     copy.encoder.backbone.set_weights(model.encoder.backbone.get_weights())
     copy.decoder.set_weights(model.decoder.get_weights())
@@ -233,11 +239,12 @@ def ensemble_members(ensemble: Captioner) -> list[Captioner]:
     return members
 
 def caption_features(captioner: Captioner, features, beam_size: int = 1, batch_size: int = 100,
-                     length_penalty: float | None = None):
+                     length_penalty: float | None = None, no_repeat_ngram: int | None = None):
     """Free-running captions for cached encoder outputs (N, L', D') (`Encoder.encode_below`; a memory-mapped
     view, say), in batches. For a frozen encoder those are the features; a fine-tuned one runs its top blocks."""
     captions = []
     for start in range(0, len(features), batch_size):
         batch = captioner.encoder.encode_above(np.asarray(features[start : start + batch_size], dtype=np.float32))
-        captions.extend(captioner.decode_features(batch, beam_size=beam_size, length_penalty=length_penalty))
+        captions.extend(captioner.decode_features(batch, beam_size=beam_size, length_penalty=length_penalty,
+                                                  no_repeat_ngram=no_repeat_ngram))
     return captions

@@ -84,6 +84,24 @@ def sample_search(decoder, features, start_id: int, end_id: int, max_length: int
     return tf.stack(all_words, axis=1)
 
 
+def repeated_ngram_penalty(words, step, n: int, vocabulary_size: int):
+    """NEGATIVE_INFINITY for each word that would end an n-gram already in a beam, 0 for the others: (B, K, V).
+
+    words (B, K, S): each beam's words so far in columns 0 .. step - 1. An earlier n-gram starting at column i
+    bans its last word, words[i + n - 1], wherever its first n - 1 words equal the beam's last n - 1.
+    """
+    columns = words.shape[2]
+    starts = tf.range(max(columns - n + 1, 0))  # every column an n-gram can start at (P of them)
+    offsets = tf.range(n - 1)
+    prefixes = tf.gather(words, starts[:, None] + offsets[None, :], axis=2)  # (B, K, P, n - 1)
+    last = tf.gather(words, tf.maximum(step - (n - 1) + offsets, 0), axis=2)  # (B, K, n - 1): the beam's end
+    written = starts + n - 1 < step  # the n-gram at i is complete before this step
+    repeats = tf.reduce_all(prefixes == last[:, :, None, :], axis=-1) & written  # (B, K, P)
+    following = tf.gather(words, starts + n - 1, axis=2)  # (B, K, P): the word each such n-gram went on with
+    banned = tf.reduce_max(tf.one_hot(following, vocabulary_size) * tf.cast(repeats, tf.float32)[..., None], axis=2)
+    return banned * NEGATIVE_INFINITY  # finite, so 0 x it stays 0
+
+
 def beam_search(
     decoder,
     features,
@@ -94,6 +112,7 @@ def beam_search(
     min_length: int = 1,
     length_penalty: float = 0.0,
     all_beams: bool = False,
+    no_repeat_ngram: int = 0,
 ):
     """Keep the `beam_size` most likely partial captions per image; all beams of all images in one tensor.
 
@@ -108,6 +127,8 @@ def beam_search(
     ends early never costs the search a beam. The score is
         log p(caption) / length ** length_penalty        (length counts `<end>`),
     and with beam_size 1 and no length penalty this is exactly greedy search.
+    no_repeat_ngram N > 0: no beam may write an N-gram it already holds ("a man in a white shirt and a white
+    shirt"); a length penalty makes such padding pay, and blocking it leaves the penalty to reward what is new.
     """
     batch = tf.shape(features)[0]
     beams, steps = beam_size, max_length + 1
@@ -146,6 +167,8 @@ def beam_search(
         log_probs += tf.where(step < min_length, never_or_end, never)
         # Out of room: every beam ends here, paying what `<end>` costs.
         log_probs += tf.where(step == max_length, only_end, tf.zeros_like(only_end))
+        if no_repeat_ngram:
+            log_probs += repeated_ngram_penalty(alive_words, step, no_repeat_ngram, vocabulary_size)
 
         # Every beam times every word: the 2K best candidates per image.
         candidates = tf.reshape(alive_scores[..., None] + log_probs, [batch, beams * vocabulary_size])

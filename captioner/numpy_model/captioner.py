@@ -110,6 +110,7 @@ class NumpyCaptioner:
         self.vocabulary = Vocabulary(config["vocabulary"])
         self.max_length = config.get("max_length", 20)
         self.length_penalty = float(config.get("length_penalty", 0.0))  # the model's own (models saved before: none)
+        self.no_repeat_ngram = int(config.get("no_repeat_ngram", 0))
         self.encoder = Encoder(config["encoder"], keras_file)
         decoder = config["decoder"]
         try:
@@ -129,28 +130,29 @@ class NumpyCaptioner:
         return self.encoder.grid
 
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
-                        length_penalty: float | None = None) -> list[Caption]:
+                        length_penalty: float | None = None, no_repeat_ngram: int | None = None) -> list[Caption]:
         max_length = max_length or self.max_length
         length_penalty = self.length_penalty if length_penalty is None else length_penalty
+        no_repeat_ngram = self.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram
         start_id, end_id = self.vocabulary.start_id, self.vocabulary.end_id
         features = np.asarray(features, np.float32)
-        if beam_size == 1 and length_penalty == 0:
+        if beam_size == 1 and length_penalty == 0 and not no_repeat_ngram:
             word_ids, weights = greedy_search(self.decoder, features, start_id, end_id, max_length)
             word_ids, weights, scores = word_ids[:, None], weights[:, None], np.full((len(features), 1), np.nan)
         else:
             word_ids, weights, scores = beam_search(self.decoder, features, start_id, end_id, max_length, beam_size,
-                                                    length_penalty=length_penalty)
+                                                    length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram)
         marks_chosen = self.decoder.hard_attention and self.decoder.hard_inference == "argmax"
         return [best_caption(self.vocabulary, self.grid, ids, maps, image_scores, marks_chosen)
                 for ids, maps, image_scores in zip(word_ids, weights, scores)]
 
     def caption(self, images, beam_size: int = 1, max_length: int | None = None,
-                length_penalty: float | None = None) -> list[Caption]:
+                length_penalty: float | None = None, no_repeat_ngram: int | None = None) -> list[Caption]:
         """Captions for images (B, S, S, 3) with RGB values in [0, 255]."""
         captions = []
         for start in range(0, len(images), ENCODE_BATCH):
             features = self.encoder(images[start : start + ENCODE_BATCH])
-            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty))
+            captions.extend(self.decode_features(features, beam_size, max_length, length_penalty, no_repeat_ngram))
         return captions
 
 

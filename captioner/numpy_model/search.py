@@ -54,8 +54,19 @@ def greedy_search(decoder, features, start_id: int, end_id: int, max_length: int
     return all_words, all_weights
 
 
+def repeated_ngram_penalty(words: np.ndarray, step: int, n: int, vocabulary_size: int) -> np.ndarray:
+    """NEVER for each word that would end an n-gram already in a caption, 0 for the others: (N, V).
+    words (N, S): the words so far in columns 0 .. step - 1 (`captioner.model.search.repeated_ngram_penalty`)."""
+    penalty = np.zeros((len(words), vocabulary_size), np.float32)
+    last = words[:, max(step - n + 1, 0) : step]  # the caption's last n - 1 words
+    for start in range(step - n + 1):  # each complete earlier n-gram: words[start : start + n]
+        rows = np.flatnonzero(np.all(words[:, start : start + n - 1] == last, axis=1))
+        penalty[rows, words[rows, start + n - 1]] = NEVER
+    return penalty
+
+
 def beam_search(decoder, features, start_id: int, end_id: int, max_length: int, beam_size: int = 3,
-                min_length: int = 1, length_penalty: float = 0.0):
+                min_length: int = 1, length_penalty: float = 0.0, no_repeat_ngram: int = 0):
     """The `beam_size` best finished captions per image, best first: word ids (B, K, T), attention
     (B, K, T, L), normalised scores (B, K). The algorithm is `captioner.model.search.beam_search`'s."""
     batch, locations = features.shape[0], features.shape[1]
@@ -86,6 +97,9 @@ def beam_search(decoder, features, start_id: int, end_id: int, max_length: int, 
         log_probs += never_or_end if step < min_length else never
         if step == max_length:  # out of room: every beam ends here, paying what `<end>` costs
             log_probs += only_end
+        if no_repeat_ngram:
+            log_probs += repeated_ngram_penalty(alive_words.reshape(batch * beams, steps), step, no_repeat_ngram,
+                                                vocabulary_size).reshape(batch, beams, vocabulary_size)
 
         # Every beam times every word: the 2K best candidates per image.
         candidates = (alive_scores[..., None] + log_probs).reshape(batch, beams * vocabulary_size)
