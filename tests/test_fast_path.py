@@ -38,14 +38,17 @@ EXAMPLES = sorted((ROOT / "data" / "examples").glob("*.jpg"))
 
 
 def _step_by_step(captioner, images, beam_size: int):
-    """Word ids (B, K, T), attention (B, K, T, L) and scores (B, K) of the search run eagerly, one word at a time."""
+    """Word ids (B, K, T), attention (B, K, T, L) and scores (B, K) of the search run eagerly, one word at a time,
+    with the model's own decoding settings (its length penalty is for beam search)."""
     vocabulary, features = captioner.vocabulary, captioner.encoder(images)
-    if beam_size == 1:
+    if beam_size == 1 and not captioner.no_repeat_ngram:
         words, weights = greedy_search(captioner.decoder, features, vocabulary.start_id, vocabulary.end_id,
                                        captioner.max_length)
         return words.numpy()[:, None], weights.numpy()[:, None], None
     words, weights, scores = beam_search(captioner.decoder, features, vocabulary.start_id, vocabulary.end_id,
-                                         captioner.max_length, beam_size, all_beams=True)
+                                         captioner.max_length, beam_size, all_beams=True,
+                                         length_penalty=captioner.length_penalty if beam_size > 1 else 0.0,
+                                         no_repeat_ngram=captioner.no_repeat_ngram)
     return words.numpy(), weights.numpy(), scores.numpy()
 
 

@@ -93,8 +93,8 @@ def main(argv=None) -> int:
         split = split.without(failed)
     features = store.view(split.paths)
 
-    if args.length_penalty is None:
-        args.length_penalty = captioner.length_penalty
+    if args.length_penalty is None:  # the model's own, for beam search
+        args.length_penalty = captioner.length_penalty if args.beam > 1 else 0.0
     if args.no_repeat_ngram is None:
         args.no_repeat_ngram = captioner.no_repeat_ngram
     started = time.time()

@@ -75,12 +75,14 @@ class Captioner(keras.Model):
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
                         length_penalty: float | None = None, no_repeat_ngram: int | None = None) -> list[Caption]:
         """Captions for features (B, L, D) from `encoder`; beam_size 1 (with neither length penalty nor n-gram
-        blocking) is greedy search. length_penalty, no_repeat_ngram None: the model's own.
+        blocking) is greedy search. length_penalty, no_repeat_ngram None: the model's own (its length penalty
+        is for beam search: greedy search stays greedy).
 
         Beam search also fills each caption's `alternatives`: the other finished beams, best first.
         """
         max_length = max_length or self.max_length
-        length_penalty = self.length_penalty if length_penalty is None else length_penalty
+        if length_penalty is None:
+            length_penalty = self.length_penalty if beam_size > 1 else 0.0
         no_repeat_ngram = self.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram
         key = (beam_size, max_length, length_penalty, no_repeat_ngram, self.decoder.hard_inference)
         if key not in self._decoders:

@@ -132,7 +132,8 @@ class NumpyCaptioner:
     def decode_features(self, features, beam_size: int = 1, max_length: int | None = None,
                         length_penalty: float | None = None, no_repeat_ngram: int | None = None) -> list[Caption]:
         max_length = max_length or self.max_length
-        length_penalty = self.length_penalty if length_penalty is None else length_penalty
+        if length_penalty is None:  # the model's own, for beam search: greedy search stays greedy
+            length_penalty = self.length_penalty if beam_size > 1 else 0.0
         no_repeat_ngram = self.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram
         start_id, end_id = self.vocabulary.start_id, self.vocabulary.end_id
         features = np.asarray(features, np.float32)
