@@ -75,7 +75,8 @@ def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_
                 continue
             results.append(Result(path, display=display))
             images.append(image)
-        captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty, no_repeat_ngram) if images else [])
+        captions = iter(captioner.caption(np.stack(images), beam_size, max_length, length_penalty, no_repeat_ngram)
+                        if images else [])
         for result in results:
             if result.error is None:
                 result.caption = next(captions)
@@ -257,8 +258,9 @@ def main(argv=None) -> int:
     failures = len(input_errors)
     style = dict(style=args.overlay_style, colormap=args.colormap, alpha=args.alpha, panel_inches=args.panel_size)
     report, annotated = [], 0
-    for index, result in enumerate(caption_files(captioner, paths, args.beam, args.max_length, args.batch_size,
-                                                           args.length_penalty, args.no_repeat_ngram)):
+    results = caption_files(captioner, paths, args.beam, args.max_length, args.batch_size, args.length_penalty,
+                            args.no_repeat_ngram)
+    for index, result in enumerate(results):
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
             failures += 1

@@ -18,7 +18,6 @@ from captioner.model.ensemble import EnsembleDecoder
 from captioner.model.search import beam_search, greedy_search, sample_search
 from captioner.utils.graph import compile_function
 
-
 ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
 
 

@@ -110,7 +110,8 @@ def self_critical_epoch(trainer: Trainer, features, references: list[list[str]],
             per_image = sample_reward.reshape(-1, samples)
             baseline = ((per_image.sum(axis=1, keepdims=True) - per_image) / (samples - 1)).ravel()
         else:
-            baseline = cider.scores([c.words for c in captioner.decode_features(batch_features, length_penalty=0.0)], batch_references)
+            greedy = captioner.decode_features(batch_features, length_penalty=0.0, no_repeat_ngram=0)  # plain greedy
+            baseline = cider.scores([c.words for c in greedy], batch_references)
         token_ids = sample_token_ids(sampled_ids, vocabulary.start_id, vocabulary.end_id)
         loss, gradient_norm = trainer.self_critical_step(batch_features, token_ids, sample_reward, baseline)
         check_finite(loss, epoch, step)

@@ -30,8 +30,16 @@ from captioner.training import distribute
 from captioner.training.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, EpochCallbacks
 from captioner.training.checkpoint import load_checkpoint
 from captioner.training.epochs import self_critical_epoch, teacher_forced_epoch
-from captioner.training.prepare import (caption_pairs, check_distillation, check_fine_tuning, check_supervision,
-                                        encode_splits, load_teacher, make_captioner, supervision_maps)
+from captioner.training.prepare import (
+    caption_pairs,
+    check_distillation,
+    check_fine_tuning,
+    check_supervision,
+    encode_splits,
+    load_teacher,
+    make_captioner,
+    supervision_maps,
+)
 from captioner.training.report import report_on_test
 from captioner.training.trainer import Trainer, TrainingDiverged
 from captioner.training.validation import validate

@@ -26,7 +26,7 @@ def report_on_test(captioner: Captioner, features, test: Split, run_dir: Path) -
     if not len(test):
         print("No test split: skipping the test evaluation.")
         return
-    test_captions = caption_features(captioner, features, beam_size=1, length_penalty=0.0)
+    test_captions = caption_features(captioner, features, beam_size=1, length_penalty=0.0, no_repeat_ngram=0)
     test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluation.evaluate
     synthetic = synthetic_scores(test_captions, test)
     test_scores.update(synthetic)

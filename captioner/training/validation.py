@@ -16,8 +16,9 @@ from captioner.training.trainer import Trainer
 def validate(trainer: Trainer, features, image_index, token_ids, split: Split) -> dict[str, float]:
     """val_loss (teacher forced) and the scores of greedy (or `validation_beam`) dev captions, as `val_*` metrics."""
     row = {"val_loss": validation_loss(trainer, features, image_index, token_ids)}
-    # Without length penalty: a model started from one that has its own is compared with the runs before it.
-    captions = caption_features(trainer.captioner, features, trainer.config.validation_beam, length_penalty=0.0)
+    # Plain search, whatever decoding a model started from has saved: each run's dev column compares with all others.
+    captions = caption_features(trainer.captioner, features, trainer.config.validation_beam, length_penalty=0.0,
+                                no_repeat_ngram=0)
     row.update({f"val_{key}": value for key, value in score_captions(captions, split).items()})
     best = f"val_{trainer.config.best_metric}"
     if best not in row:
