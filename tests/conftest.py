@@ -7,12 +7,6 @@ import pytest  # noqa: E402
 from helpers import SMALL_IMAGE, make_captioner  # noqa: E402
 
 
-def pytest_collection_modifyitems(items):
-    """The longest tests first: under `-n 2 --dist loadfile` (the README's command) each worker then ends
-    with short ones, instead of one worker finishing a four-minute training alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
-
-
 @pytest.fixture(scope="session")
 def small_captioner():
     return make_captioner()

@@ -65,7 +65,6 @@ def test_maps_on_the_named_objects_score_high_and_copied_or_flat_maps_fail():
 
 @pytest.mark.skipif(not imagenet_weights_available(),
                     reason="MobileNetV2 ImageNet weights not available offline (set KERAS_HOME to ../shared/keras_home)")
-@pytest.mark.slow
 def test_a_trained_synthetic_model_looks_at_each_object_it_names(tmp_path):
     # The demo preset, shortened: about 2 minutes on 2 CPU cores. In its own process, so the
     # gigabytes of scenes and features it holds are returned when it ends.

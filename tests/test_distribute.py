@@ -28,7 +28,6 @@ RUN = [*TINY_RUN, "--dropout", "0", "--batch-size", "7", "--epochs", "2", "--pat
        "--lr-schedule", "constant"]
 assert "--no-xla" in RUN
 WEIGHTS_TOLERANCE = 1e-5
-pytestmark = pytest.mark.slow  # each test trains in two or three processes
 
 
 def _train(run_dir, flags=(), replicas=1, env=None, wait=True):

@@ -46,7 +46,6 @@ def test_caption_and_look():
 
 
 @pytest.mark.skipif(not imagenet_weights_available(), reason="MobileNetV2 ImageNet weights not available offline")
-@pytest.mark.slow
 def test_train_your_own(monkeypatch):
     # The notebook's last section trains an epoch on the Flickr8k it finds (FLICKR8K_DIR first): pointed at the
     # three-photo fixture it runs the same code in seconds, where the whole of ../shared took about ten minutes

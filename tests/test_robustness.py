@@ -203,7 +203,6 @@ def _train_command(run_dir: Path, epochs: int) -> list[str]:
     return [sys.executable, str(ROOT / "train.py")] + TINY_RUN + ["--epochs", str(epochs), "--run-dir", str(run_dir)]
 
 
-@pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight = tmp_path / "straight"
