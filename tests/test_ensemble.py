@@ -1,3 +1,6 @@
+import io
+import zipfile
+
 import numpy as np
 import pytest
 from helpers import make_captioner
@@ -71,6 +74,44 @@ def test_float16_storage_halves_the_file(tmp_path):
     save_model(model, tmp_path / "half.keras", weights_dtype="float16")
     full, half = (tmp_path / "full.keras").stat().st_size, (tmp_path / "half.keras").stat().st_size
     assert half < 0.6 * full
+
+
+def test_packed_storage_rounds_each_big_matrix_to_a_step_of_its_spread_and_reads_back_everywhere(
+        tmp_path, monkeypatch, random_images):
+    import h5py
+
+    from captioner.model import saving
+    from captioner.numpy_model import load_numpy_captioner
+
+    monkeypatch.setattr(saving, "PACKED_MIN_VALUES", 4096)  # the test model's matrices are small
+    model = make_captioner(seed=6)
+    save_model(model, tmp_path / "half.keras", weights_dtype="float16")
+    save_model(model, tmp_path / "packed.keras", weights_dtype="packed")
+    half, packed = (tmp_path / "half.keras").stat().st_size, (tmp_path / "packed.keras").stat().st_size
+    assert packed < 0.8 * half
+
+    with zipfile.ZipFile(tmp_path / "packed.keras") as archive, \
+            h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as store:
+        filtered = []
+        store.visititems(lambda name, item: filtered.append(name)
+                         if isinstance(item, h5py.Dataset) and item.scaleoffset is not None else None)
+    assert filtered, "no matrix was packed"
+    loaded = load_captioner(tmp_path / "packed.keras")
+    big = [(w, r) for w, r in zip(model.weights, loaded.weights) if np.prod(w.shape) >= 4096]
+    assert len(big) == len(filtered)
+    for saved, restored in zip(model.weights, loaded.weights):
+        saved, restored = ops.convert_to_numpy(saved), ops.convert_to_numpy(restored)
+        if saved.size >= 4096:  # a step of at most std / 32 (HDF5 rounds the offset too: off by up to one step)
+            assert np.abs(restored - saved).max() <= np.std(saved) / 32 + 1e-7
+            assert abs(float(np.mean(restored - saved))) < np.std(saved) / 1000  # rounded, not truncated
+            assert not np.array_equal(restored, saved.astype(np.float16).astype(np.float32))  # really packed
+        else:  # float16
+            np.testing.assert_allclose(restored, saved, rtol=1e-3, atol=1e-3)
+    # HDF5 undoes the filter for every reader: the NumPy model decodes the file as Keras does
+    numpy_model = load_numpy_captioner(tmp_path / "packed.keras")
+    for keras_caption, numpy_caption in zip(loaded.caption(random_images, beam_size=3),
+                                            numpy_model.caption(random_images, beam_size=3)):
+        assert keras_caption.words == numpy_caption.words
 
 
 def test_members_must_share_vocabulary_and_encoder():

@@ -29,16 +29,21 @@ def main(argv=None) -> int:
     parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
                         help="the ensemble's beam search never writes an N-gram twice in one caption, unless told "
                              "otherwise (choose on dev like the length penalty); 0: repeats allowed")
-    parser.add_argument("--float32", action="store_true",
-                        help="store float32 weights (default: float16, half the file; computation is float32 either way)")
+    storage = parser.add_mutually_exclusive_group()
+    storage.add_argument("--float32", action="store_true",
+                         help="store float32 weights (default: float16, half the file; computation is float32 either way)")
+    storage.add_argument("--packed", action="store_true",
+                         help="store each big weight matrix to 1/32 of its standard deviation (HDF5's scale-offset "
+                              "filter), the rest as float16: about 40 %% smaller than float16; measure it on dev")
     args = parser.parse_args(argv)
+    weights_dtype = "float32" if args.float32 else "packed" if args.packed else "float16"
     if args.unpack:
         if args.members:
             parser.error("--unpack takes the ensemble and one output directory, no member models")
         if args.length_penalty or args.no_repeat_ngram:
             parser.error("--length-penalty and --no-repeat-ngram set an ensemble's decoding; --unpack writes its "
                          "members as they were trained")
-        return unpack(args.unpack, args.out, "float32" if args.float32 else "float16")
+        return unpack(args.unpack, args.out, weights_dtype)
     if len(args.members) < 2:
         parser.error("give at least 2 member models")
     if not args.out.endswith(".keras"):
@@ -58,7 +63,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    save_model(ensemble, args.out, weights_dtype="float32" if args.float32 else "float16")
+    save_model(ensemble, args.out, weights_dtype=weights_dtype)
     parameters = sum(int(np.prod(w.shape)) for w in ensemble.decoder.weights)
     penalty = f", length penalty {args.length_penalty:g}" if args.length_penalty else ""
     penalty += f", no repeated {args.no_repeat_ngram}-grams" if args.no_repeat_ngram else ""
