@@ -20,9 +20,9 @@ from captioner.utils.atomic import atomic_path
 
 
 WEIGHT_STORAGES = ("float32", "float16", "packed")
-# "packed": a matrix of at least this many values is stored to within 1/STEPS_PER_STD of its own standard
-# deviation by HDF5's scale-offset filter (the rest as float16): a rounding noise of under 1 % of the
-# matrix's typical weight, where float16 keeps 0.05 %.
+# "packed": a matrix of at least PACKED_MIN_VALUES values is stored to a step of at most 1/PACKED_STEPS_PER_STD
+# of its own standard deviation by HDF5's scale-offset filter (the rest as float16): a rounding noise of under
+# 1 % of the matrix's typical weight, where float16 keeps 0.05 %.
 PACKED_MIN_VALUES = 65_536
 PACKED_STEPS_PER_STD = 32
 
@@ -68,13 +68,13 @@ def _store_weights_smaller(keras_file, packed: bool) -> None:
             if isinstance(item, h5py.Group):
                 copy(item, target.create_group(name))
                 continue
-            values = item[()]
-            if getattr(values, "dtype", None) != np.float32:
-                target.create_dataset(name, data=values).attrs.update(item.attrs)
-            elif packed and values.size >= PACKED_MIN_VALUES and np.all(np.isfinite(values)):
-                target.create_dataset(name, data=values, scaleoffset=_decimal_digits(values)).attrs.update(item.attrs)
-            else:
-                target.create_dataset(name, data=values.astype(np.float16)).attrs.update(item.attrs)
+            values, options = item[()], {}
+            if getattr(values, "dtype", None) == np.float32:
+                if packed and values.size >= PACKED_MIN_VALUES and np.all(np.isfinite(values)):
+                    options = {"scaleoffset": _decimal_digits(values)}
+                else:
+                    values = values.astype(np.float16)
+            target.create_dataset(name, data=values, **options).attrs.update(item.attrs)
 
     with zipfile.ZipFile(keras_file, "w") as archive:
         for info, data in entries:
