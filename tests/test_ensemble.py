@@ -113,6 +113,32 @@ def test_packed_storage_rounds_each_big_matrix_to_a_step_of_its_spread_and_reads
         assert keras_caption.words == numpy_caption.words
 
 
+@pytest.mark.parametrize("storage", ["float16", "packed"])
+def test_a_member_read_back_from_a_rounded_file_joins_one_trained_on_the_unrounded_encoder(
+        storage, tmp_path, monkeypatch, random_images):
+    # e.g. a new decoder beside the members unpacked from the shipped (packed) model: the same network
+    from captioner.model import saving
+
+    monkeypatch.setattr(saving, "PACKED_MIN_VALUES", 4096)  # the test model's matrices are small
+    first, second = _members((1, {}), (2, {}))
+    save_model(first, tmp_path / "stored.keras", weights_dtype=storage)
+    stored = load_captioner(tmp_path / "stored.keras")
+    assert not _all_equal(stored.encoder.get_weights(), second.encoder.get_weights())  # really rounded
+    ensemble = make_ensemble([stored, second])
+    assert _all_equal(ensemble.encoder.get_weights(), stored.encoder.get_weights())  # model 0's encoder runs
+    assert len(ensemble.caption(random_images, beam_size=2)) == len(random_images)
+    # a rounding a hundred times coarser than any storage's is another encoder
+    coarse = make_captioner(seed=3)
+    coarse.set_weights(second.get_weights())
+    coarse.encoder.set_weights([np.round(weight, 1) for weight in second.encoder.get_weights()])
+    with pytest.raises(ValueError, match="encoder weights differ"):
+        make_ensemble([second, coarse])
+
+
+def _all_equal(first, second):
+    return all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
 def test_members_must_share_vocabulary_and_encoder():
     first, second = _members((1, {}), (2, {}))
     stranger = make_captioner(seed=7)  # its own random encoder

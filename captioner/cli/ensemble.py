@@ -4,7 +4,8 @@
 (OUT_DIR/member_0.keras, ...), to train the members further and ensemble them again.
 
 Runs of one recipe with different seeds make a better model together than any of them alone
-(docs/results.md); the ensemble shares one encoder and is used like any model. Members fine-tuned with
+(docs/results.md); the ensemble shares one encoder (the first member's; encoders that differ only by the
+rounding of a stored file are the same network) and is used like any model. Members fine-tuned with
 `--fine-tune-encoder` share its frozen part and keep their own fine-tuned blocks.
 """
 
