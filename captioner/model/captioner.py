@@ -16,6 +16,7 @@ from captioner.model.decoder import DecoderWithAttention
 from captioner.model.encoder import Encoder
 from captioner.model.ensemble import EnsembleDecoder
 from captioner.model.search import beam_search, greedy_search, sample_search
+from captioner.model.storage_rounding import same_up_to_storage_rounding
 from captioner.utils.graph import compile_function
 
 ENCODE_BATCH = 32  # images per encoder call in `Captioner.caption`
@@ -182,7 +183,7 @@ def make_ensemble(models, length_penalty: float = 0.0, no_repeat_ngram: int = 0)
             raise ValueError(f"model {index} has another vocabulary than model 0 (train them on the same data)")
         if encoder_config(model) != encoder_config(first) or model.max_length != first.max_length:
             raise ValueError(f"model {index} has another encoder or caption length than model 0")
-        if not _same_network(frozen_weights(model), frozen_weights(first)):
+        if not same_up_to_storage_rounding(frozen_weights(model), frozen_weights(first)):
             raise ValueError(f"model {index}'s encoder weights differ from model 0's"
                              + (" below the fine-tuned blocks" if first.encoder.fine_tune_blocks else
                                 " (fine-tuned? only fine-tuned blocks may differ)"))
@@ -217,31 +218,6 @@ def _with_fine_tuned_blocks(model: Captioner, blocks: int) -> Captioner:
 
 def _same_weights(first: list, second: list) -> bool:
     return len(first) == len(second) and all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first, second))
-
-
-# float16 keeps 11 significant bits: a stored weight is within half a unit in the last place, 2^-11 of itself
-FLOAT16_RELATIVE_ROUNDING = 2.0 ** -10
-FLOAT16_ABSOLUTE_ROUNDING = 1e-7  # below float16's smallest normal number its steps are absolute (2^-24)
-
-
-def _same_network(first: list, second: list) -> bool:
-    """Equal weights, or weights that differ only by the rounding of a stored file (float16 or packed).
-
-    A decoder trained on the ImageNet encoder must be able to join members read back from a shipped file,
-    whose encoder is stored rounded: both are the same network, and the ensemble runs model 0's copy. Any
-    trained or differently initialised encoder differs by far more than a storage step.
-    """
-    from captioner.model.saving import PACKED_STEPS_PER_STD  # saving imports this module
-
-    if len(first) != len(second) or any(a.shape != b.shape for a, b in zip(first, second)):
-        return False
-    for a, b in zip(first, second):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        packed_step = max(a.std(), b.std()) / PACKED_STEPS_PER_STD  # packed rounding is off by up to one step
-        tolerance = np.maximum(packed_step, np.abs(a) * FLOAT16_RELATIVE_ROUNDING) + FLOAT16_ABSOLUTE_ROUNDING
-        if not np.all(np.abs(a - b) <= tolerance):
-            return False
-    return True
 
 
 def ensemble_members(ensemble: Captioner) -> list[Captioner]:

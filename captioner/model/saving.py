@@ -15,16 +15,11 @@ import numpy as np
 
 from captioner.model.captioner import Captioner
 from captioner.model.shipped import SHIPPED_MODEL, default_model_path  # noqa: F401 (re-exported)
+from captioner.model.storage_rounding import PACKED_MIN_VALUES, PACKED_STEPS_PER_STD
 from captioner.utils.atomic import atomic_path
 
 
-
 WEIGHT_STORAGES = ("float32", "float16", "packed")
-# "packed": a matrix of at least PACKED_MIN_VALUES values is stored to a step of at most 1/PACKED_STEPS_PER_STD
-# of its own standard deviation by HDF5's scale-offset filter (the rest as float16): a rounding noise of under
-# 1 % of the matrix's typical weight, where float16 keeps 0.05 %.
-PACKED_MIN_VALUES = 65_536
-PACKED_STEPS_PER_STD = 32
 
 
 def save_model(model: Captioner, path, weights_dtype: str = "float32") -> None:
