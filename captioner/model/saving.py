@@ -7,7 +7,6 @@ halves it without changing the captions, and "packed" storage takes about 40 % o
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 
 import keras
@@ -15,7 +14,7 @@ import numpy as np
 
 from captioner.model.captioner import Captioner
 from captioner.model.shipped import SHIPPED_MODEL, default_model_path  # noqa: F401 (re-exported)
-from captioner.model.storage_rounding import PACKED_MIN_VALUES, PACKED_STEPS_PER_STD
+from captioner.model.storage_rounding import PACKED_MIN_VALUES, packed_decimal_digits
 from captioner.utils.atomic import atomic_path
 
 
@@ -40,12 +39,6 @@ def save_model(model: Captioner, path, weights_dtype: str = "float32") -> None:
             _store_weights_smaller(temporary, packed=weights_dtype == "packed")
 
 
-def _decimal_digits(values: np.ndarray) -> int:
-    """Decimal digits that round `values` to a step of at most std / PACKED_STEPS_PER_STD."""
-    spread = float(np.std(values))
-    return max(0, math.ceil(-math.log10(spread / PACKED_STEPS_PER_STD))) if spread > 0 else 0
-
-
 def _store_weights_smaller(keras_file, packed: bool) -> None:
     """Rewrite the float32 arrays of a .keras file's `model.weights.h5` as float16 (packed: the big ones
     through the scale-offset filter), everything else as it is."""
@@ -66,7 +59,7 @@ def _store_weights_smaller(keras_file, packed: bool) -> None:
             values, options = item[()], {}
             if getattr(values, "dtype", None) == np.float32:
                 if packed and values.size >= PACKED_MIN_VALUES and np.all(np.isfinite(values)):
-                    options = {"scaleoffset": _decimal_digits(values)}
+                    options = {"scaleoffset": packed_decimal_digits(values)}
                 else:
                     values = values.astype(np.float16)
             target.create_dataset(name, data=values, **options).attrs.update(item.attrs)
