@@ -42,6 +42,17 @@ class Config:
     dropout: float = 0.5
     hard_attention: bool = False  # sample one location per word (trained with REINFORCE) instead of soft attention
     hard_inference: str = "argmax"  # hard attention when captioning: argmax location | expected context
+    # How hard attention's location policy is trained (`captioner.training.objectives`, docs/results.md):
+    #   paper: the caption's log-likelihood as one reward, a moving-average baseline; the state carries the drawn cell
+    #   expected-baseline: a reward per word, log p(word | drawn cell) - log p(word | expected context)
+    #   leave-one-out: a reward per word, each of hard_cells draws against the mean of the others
+    #   top-k: no sampling: the exact sum over the hard_cells most likely cells (for comparison)
+    # All but `paper` carry the expected context's state forward (the decoder's hard_state="expected").
+    hard_estimator: str = "paper"
+    hard_cells: int = 1  # cells drawn (or summed over, top-k) per word; leave-one-out needs 2 or more
+    # Hard attention with attention supervision: this much reward for a drawn cell, times the share of it
+    # the word's boxes cover (0: the boxes only pull alpha, through the supervision loss)
+    box_reward: float = 0.0
 
     # optimisation
     epochs: int = 10
@@ -109,8 +120,14 @@ class Config:
             dropout=self.dropout,
             hard_attention=self.hard_attention,
             hard_inference=self.hard_inference,
+            hard_state=self.hard_state,
             seed=self.seed,
         )
+
+    @property
+    def hard_state(self) -> str:
+        """What a hard-attention decoder carries to the next word (`DecoderWithAttention`'s hard_state)."""
+        return "sampled" if self.hard_estimator == "paper" else "expected"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

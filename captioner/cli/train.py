@@ -53,6 +53,9 @@ FIELDS = {
     "hard_inference": "hard_inference",
     "reward_scale": "reward_scale",
     "entropy_bonus": "entropy_bonus",
+    "hard_estimator": "hard_estimator",
+    "hard_cells": "hard_cells",
+    "box_reward": "box_reward",
     "max_length": "max_length",
     "min_word_count": "min_word_count",
     "seed": "seed",
@@ -68,7 +71,7 @@ FIELDS = {
     "run_dir": "run_dir",
 }
 POSITIVE = ("max_train_images", "train_scenes", "val_scenes", "test_scenes", "image_size", "embedding_dim", "units", "attention_units",
-            "batch_size", "max_length", "min_word_count", "scst_samples", "encoder_lr")
+            "batch_size", "max_length", "min_word_count", "scst_samples", "encoder_lr", "hard_cells")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,6 +104,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="hard attention when captioning: the most likely location (argmax) or the expected context")
     add("--reward-scale", type=float, help="hard attention: weight of the REINFORCE term (10)")
     add("--entropy-bonus", type=float, help="hard attention: weight of the attention entropy bonus (0.001)")
+    add("--hard-estimator", choices=["paper", "expected-baseline", "leave-one-out", "top-k"],
+        help="hard attention: how the location policy learns. paper: the caption's log-likelihood as one reward "
+             "against a moving average (the default); expected-baseline: a reward per word, log p(word | drawn cell) "
+             "- log p(word | expected context) (Deng et al. 2018); leave-one-out: a reward per word, each of "
+             "--hard-cells draws against the others' mean; top-k: no sampling, the exact sum over the --hard-cells "
+             "most likely cells. All but paper carry the expected context's state to the next word")
+    add("--hard-cells", type=int, metavar="K", help="hard attention: cells drawn per word (1; leave-one-out: 2 or more)")
+    add("--box-reward", type=float, metavar="R",
+        help="hard attention with --attention-supervision: extra reward R times the share of a drawn cell that the "
+             "word's boxes cover (0)")
     add("--embedding-dim", type=int, help="word embedding size")
     add("--units", type=int, help="LSTM size")
     add("--attention-units", type=int, help="hidden size of additive attention")
@@ -170,6 +183,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--distill-weight needs --distill-from TEACHER.keras")
     if args.distill_from and not Path(args.distill_from).is_file():
         parser.error(f"--distill-from {args.distill_from}: no such file")
+    hard = args.attention == "hard"
+    for flag in ("hard_estimator", "hard_cells", "box_reward", "reward_scale", "entropy_bonus", "hard_inference"):
+        if getattr(args, flag) is not None and not hard:
+            parser.error(f"--{flag.replace('_', '-')} is a hard-attention option; it needs --attention hard")
+    if args.hard_estimator == "leave-one-out" and (args.hard_cells or 1) < 2:
+        parser.error("--hard-estimator leave-one-out needs --hard-cells 2 or more (each draw's baseline is the others' mean)")
+    if args.hard_cells and args.hard_cells > 1 and args.hard_estimator in (None, "paper"):
+        parser.error("--hard-cells K > 1 needs --hard-estimator expected-baseline, leave-one-out or top-k")
+    if args.box_reward is not None and (args.box_reward < 0 or not args.attention_supervision):
+        parser.error("--box-reward needs --attention-supervision DIR and a value >= 0")
+    if hard and args.scst:
+        parser.error("--scst trains whole sampled captions of a soft-attention model; not with --attention hard")
     if args.distill_from and (args.scst or args.attention == "hard"):
         parser.error("--distill-from trains soft attention with cross-entropy; not with --scst or --attention hard")
     if args.augment is not None and args.augment < 0:

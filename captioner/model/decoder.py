@@ -12,9 +12,17 @@ The initial state comes from the mean feature through two MLPs (paper, section 3
 
 Hard attention (paper, section 4.1; `hard_attention=True`): instead of the expected
 context sum_i alpha_i a_i, the decoder uses the feature of ONE location s ~ alpha while
-training (`sample_locations`), and at inference the most likely location (`hard_inference
-="argmax"`) or the expected context (`"expected"`). Training it needs REINFORCE for the
-location choice: see `captioner.training.reinforce` and the trainer.
+training (`sample_locations`, `read_cells`), and at inference the most likely location
+(`hard_inference="argmax"`) or the expected context (`"expected"`). Training it needs REINFORCE
+for the location choice: see `captioner.training.reinforce` and the trainer.
+
+What the LSTM carries to the next word (`hard_state`):
+  * "sampled" (the paper): the state that read the drawn cell. A draw then changes every later
+    word, so its reward must be the whole caption's.
+  * "expected": the word is predicted from the drawn cell, but the state carried forward is the one
+    that read the expected context. Each draw then answers for its own word alone, and
+    log p(word | expected context), computed in the same pass, is a baseline for that word
+    (Deng et al., "Latent Alignment and Variational Attention", NeurIPS 2018).
 
 Two additions the paper does not have, both optional:
   * `feature_units`: project the CNN features once per image (Dense + ReLU) to a
@@ -37,6 +45,7 @@ from keras import ops
 from captioner.model.attention import Attention
 
 HARD_INFERENCE = ("argmax", "expected")
+HARD_STATES = ("sampled", "expected")
 
 
 @keras.saving.register_keras_serializable(package="captioner")
@@ -53,6 +62,7 @@ class DecoderWithAttention(keras.layers.Layer):
         dropout: float = 0.5,
         hard_attention: bool = False,
         hard_inference: str = "argmax",
+        hard_state: str = "sampled",
         seed: int | None = None,
         fused_layout: list[list[int]] | None = None,
         **kwargs,
@@ -60,6 +70,8 @@ class DecoderWithAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         if hard_inference not in HARD_INFERENCE:
             raise ValueError(f"unknown hard_inference {hard_inference!r}; use {' or '.join(HARD_INFERENCE)}")
+        if hard_state not in HARD_STATES:
+            raise ValueError(f"unknown hard_state {hard_state!r}; use {' or '.join(HARD_STATES)}")
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.units = units
@@ -70,6 +82,7 @@ class DecoderWithAttention(keras.layers.Layer):
         self.dropout_rate = dropout
         self.hard_attention = hard_attention
         self.hard_inference = hard_inference
+        self.hard_state = hard_state
         self.seed = seed
         self.fused_layout = [list(part) for part in fused_layout] if fused_layout else None
         if hard_attention:  # its state is a variable: checkpoints keep it, so a resumed run samples the same
@@ -159,22 +172,78 @@ class DecoderWithAttention(keras.layers.Layer):
     def _step(self, previous_words, state, features, keys, training, policy):
         """policy: "expected" (soft: sum_i alpha_i a_i), "argmax" or "sample" (one location's a_i)."""
         hidden, _ = state
-        context, attention_weights = self.attention(features, hidden, keys=keys)  # (B, D), (B, L)
-        chosen = None
-        if policy != "expected":
-            if policy == "sample":
-                log_weights = ops.log(attention_weights + 1e-9)
-                chosen = ops.squeeze(keras.random.categorical(log_weights, 1, seed=self.location_seed), -1)
-            else:
-                chosen = ops.argmax(attention_weights, axis=-1)
-            chosen = ops.cast(chosen, "int32")  # (B,)
-            context = ops.take_along_axis(features, chosen[:, None, None], axis=1)[:, 0]  # (B, D)
-        context = self.gate(hidden) * context
+        expected_context, attention_weights = self.attention(features, hidden, keys=keys)  # (B, D), (B, L)
+        gate = self.gate(hidden)  # (B, 1)
         embedded = self.embedding(previous_words)  # (B, E)
-        hidden, state = self.lstm_cell(ops.concatenate([embedded, context], axis=-1), state, training=training)
+        if policy == "expected":
+            logits, state = self._read(embedded, gate * expected_context, state, training)
+            return logits, state, attention_weights, None
+        if policy == "sample":
+            chosen = ops.squeeze(keras.random.categorical(ops.log(attention_weights + 1e-9), 1,
+                                                          seed=self.location_seed), -1)
+        else:
+            chosen = ops.argmax(attention_weights, axis=-1)
+        chosen = ops.cast(chosen, "int32")  # (B,)
+        cell = ops.take_along_axis(features, chosen[:, None, None], axis=1)[:, 0]  # (B, D)
+        logits, cell_state = self._read(embedded, gate * cell, state, training)
+        if self.hard_state == "expected":  # the word read one cell; the memory reads the expected context
+            cell_state = self._remember(embedded, gate * expected_context, state, training)[1]
+        return logits, cell_state, attention_weights, chosen
+
+    def _remember(self, embedded, context, state, training):
+        """The LSTM's step on [E y, gated context]: -> hidden (B, units), [h, c]."""
+        return self.lstm_cell(ops.concatenate([embedded, context], axis=-1), state, training=training)
+
+    def _read(self, embedded, context, state, training, dropout_mask=None):
+        """The LSTM step and the deep output layer for one gated context: -> logits (B, V), new [h, c].
+
+        dropout_mask (B, E): one mask shared by several readings of the same word (see `read_cells`);
+        None: the dropout layer's own.
+        """
+        hidden, state = self._remember(embedded, context, state, training)
         deep_output = embedded + self.hidden_to_embedding(hidden) + self.context_to_embedding(context)
-        logits = self.output_projection(self.dropout(deep_output, training=training))
-        return logits, state, attention_weights, chosen
+        if dropout_mask is None:
+            deep_output = self.dropout(deep_output, training=training)
+        else:
+            deep_output = deep_output * dropout_mask
+        return self.output_projection(deep_output), state
+
+    def read_cells(self, features, token_ids, cells: int = 1, choice: str = "sample", training=True):
+        """Teacher forcing for hard attention with the expected context carried forward (`hard_state="expected"`).
+
+        Every word is read twice over: once from the expected context (whose state goes on to the next word)
+        and once from each of `cells` single cells, drawn from alpha (`choice="sample"`) or its top `cells`
+        (`"top"`). The readings of one word share their dropout mask, so they differ only by what they read.
+        token_ids (B, T) -> expected logits (B, T, V), cell logits (B, T, K, V), weights (B, T, L), chosen (B, T, K).
+        """
+        features, keys, state = self.prepare(features)
+        all_expected, all_cells, all_weights, all_chosen = [], [], [], []
+        for t in range(token_ids.shape[1]):
+            hidden, _ = state
+            expected_context, attention_weights = self.attention(features, hidden, keys=keys)  # (B, D), (B, L)
+            if choice == "sample":
+                chosen = keras.random.categorical(ops.log(attention_weights + 1e-9), cells, seed=self.location_seed)
+            else:
+                chosen = ops.top_k(attention_weights, cells)[1]
+            chosen = ops.cast(chosen, "int32")  # (B, K)
+            gate = self.gate(hidden)  # (B, 1)
+            embedded = self.embedding(token_ids[:, t])  # (B, E)
+            dropout_mask = self.dropout(ops.ones_like(embedded), training=training)  # 0 or 1 / (1 - rate)
+            expected_logits, next_state = self._read(embedded, gate * expected_context, state, training, dropout_mask)
+            cell_features = ops.take_along_axis(features, chosen[:, :, None], axis=1)  # (B, K, D)
+
+            def repeat(tensor):  # (B, ...) -> (B * K, ...), each row's K copies side by side
+                return ops.repeat(tensor, cells, axis=0)
+
+            cell_logits, _ = self._read(repeat(embedded), repeat(gate) * ops.reshape(cell_features, (-1, features.shape[-1])),
+                                        [repeat(part) for part in state], training, repeat(dropout_mask))
+            all_expected.append(expected_logits)
+            all_cells.append(ops.reshape(cell_logits, (-1, cells, self.vocabulary_size)))
+            all_weights.append(attention_weights)
+            all_chosen.append(chosen)
+            state = next_state
+        return (ops.stack(all_expected, axis=1), ops.stack(all_cells, axis=1), ops.stack(all_weights, axis=1),
+                ops.stack(all_chosen, axis=1))
 
     def _teacher_forced(self, features, token_ids, training, policy):
         features, keys, state = self.prepare(features)
@@ -213,6 +282,7 @@ class DecoderWithAttention(keras.layers.Layer):
             "dropout": self.dropout_rate,
             "hard_attention": self.hard_attention,
             "hard_inference": self.hard_inference,
+            "hard_state": self.hard_state,
             "seed": self.seed,
             "fused_layout": self.fused_layout,
         }

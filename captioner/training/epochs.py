@@ -34,11 +34,14 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
     target_maps (P, max_length + 1, L), aligned with the pairs: attention supervision (the step then
     also minimises `supervision_weight` times the supervision loss, logged as `train_supervision`).
     teacher_features, aligned with `features`: the teacher's (`trainer.teacher`) for distillation.
-    Hard attention: half the batches (the paper's choice) use the expected context, the rest sample.
+    Hard attention: with the paper's estimator half the batches (the paper's choice) use the expected context and
+    the rest sample; with the others every batch does both (`objectives.per_word_hard_attention_loss`).
     """
     config = trainer.config
     batches = pipeline.epoch_batches(token_ids, config.batch_size, config.seed, epoch, by_length=config.batch_by_length)
     sampled = np.random.default_rng([config.seed, epoch, 1]).random(len(batches)) >= EXPECTED_CONTEXT_SHARE
+    if config.hard_estimator != "paper":  # every batch reads both the drawn cells and the expected context
+        sampled[:] = True
     sampled &= trainer.decoder.hard_attention
     supervised = target_maps is not None
     progress = progress_bar(len(batches), ["loss", "xent", "attn", "sup", "reward", "baseline"])
@@ -51,9 +54,9 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
         dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps, teacher_features)
     for step, batch in enumerate(dataset):
         if sampled[step]:
-            loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy = trainer.hard_train_step(*batch)
+            loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy, *supervision = \
+                trainer.hard_train_step(*batch)
             hard.append([float(reward), float(baseline), float(entropy)])
-            supervision = []  # hard attention is never supervised (`prepare.check_supervision`)
         else:  # with target maps, the step also returns the supervision loss
             features_and_ids, extra = batch[:2], list(batch[2:])
             teacher = extra.pop() if teacher_features is not None else None
@@ -78,7 +81,7 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
         first, last = np.mean(hard[: max(1, len(hard) // 4)], axis=0), np.mean(hard[-max(1, len(hard) // 4):], axis=0)
         row.update({"hard_batches": len(hard), "reward": float(np.mean([h[0] for h in hard])),
                     "reward_first_quarter": float(first[0]), "reward_last_quarter": float(last[0]),
-                    "baseline": hard[-1][1], "attention_entropy": float(np.mean([h[2] for h in hard]))})
+                    "baseline": float(np.mean([h[1] for h in hard])), "attention_entropy": float(np.mean([h[2] for h in hard]))})
     return row
 
 

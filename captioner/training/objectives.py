@@ -9,7 +9,9 @@
 * `distillation_loss`: cross-entropy from a teacher's next-word distributions (Hinton et al. 2015, word-level
   knowledge distillation); `--distill-from`. `caption_loss` mixes it with the caption's own words.
 * `hard_attention_loss`: REINFORCE for the sampled locations of hard attention (Xu et al. 2015,
-  section 4.1); `--attention hard`.
+  section 4.1); `--attention hard`. `per_word_hard_attention_loss`: the same with a reward per word
+  and a baseline per word (`--hard-estimator expected-baseline | leave-one-out`), or the exact sum
+  over the top cells (`top-k`).
 * `self_critical_loss`: REINFORCE on whole sampled captions rewarded by CIDEr-D (Rennie et al.
   2017); `--scst`.
 
@@ -142,6 +144,76 @@ def hard_attention_loss(word_loss, logits, targets, attention_weights, chosen, b
     entropy = per_caption_mean(reinforce.entropy(attention_weights), mask)
     policy_loss = reinforce.policy_gradient_loss(log_policy, log_likelihood, baseline)
     return word_loss + reward_scale * policy_loss - entropy_bonus * tf.reduce_mean(entropy), log_likelihood, entropy
+
+
+HARD_ESTIMATORS = ("paper", "expected-baseline", "leave-one-out", "top-k")
+
+
+def per_word_hard_attention_loss(expected_logits, cell_logits, targets, attention_weights, chosen, estimator: str,
+                                 attention_lambda: float, label_smoothing: float, reward_scale: float,
+                                 entropy_bonus: float, cell_cover=None, box_reward: float = 0.0):
+    """Hard attention trained word by word, the expected context's state carried forward (`DecoderWithAttention.read_cells`).
+
+    expected_logits (B, T, V): each word read from the expected context; cell_logits (B, T, K, V): read from each
+    of K cells, chosen (B, T, K), drawn from alpha (B, T, L) or its top K; targets (B, T), 0 for padding.
+
+    The word loss is the mean of the cells' cross-entropy and the expected reading's (the paper mixes the two
+    readings half and half over batches; here every batch does both). The location policy:
+      * expected-baseline: REINFORCE with reward log p(word | cell) and baseline log p(word | expected context);
+      * leave-one-out: the same with the mean of the other K - 1 cells' log p as each cell's baseline;
+      * top-k: no sampling; -log sum_k (alpha_k / sum alpha_top) p(word | cell k), differentiated exactly.
+    Neither baseline depends on the cell it is the baseline of, so the estimate stays unbiased.
+    cell_cover (B, T, L): the share of each cell covered by the word's boxes (0 where no box): a drawn cell
+    earns box_reward times its cover on top. An entropy bonus keeps alpha from settling too soon.
+    Returns (loss, cross-entropy of the cells, penalty, mean reward, mean baseline, mean entropy).
+    """
+    cells = cell_logits.shape[2]
+    expected_logits, cell_logits = tf.cast(expected_logits, tf.float32), tf.cast(cell_logits, tf.float32)
+    attention_weights = tf.cast(attention_weights, tf.float32)
+    mask = tf.cast(targets != 0, tf.float32)  # (B, T)
+    words = tf.maximum(distribute.global_sum(tf.reduce_sum(mask)), 1.0)
+
+    # The word loss: every cell's reading as its own caption, beside the expected one.
+    per_cell = lambda tensor: tf.reshape(tf.transpose(tensor, [0, 2, 1, 3]), [-1, tensor.shape[1], tensor.shape[3]])
+    cell_loss, cell_cross_entropy, penalty = caption_loss(
+        per_cell(cell_logits), tf.repeat(targets, cells, axis=0), tf.repeat(attention_weights, cells, axis=0),
+        attention_lambda, label_smoothing)
+    expected_loss, _, _ = caption_loss(expected_logits, targets, attention_weights, attention_lambda, label_smoothing)
+
+    # log p(word | cell k), (B, T, K): each of a word's K readings scored on the same target word
+    cell_log_likelihood = tf.gather(tf.nn.log_softmax(cell_logits), targets[:, :, None], axis=-1, batch_dims=2)[..., 0]
+    expected_log_likelihood = target_log_probabilities(tf.nn.log_softmax(expected_logits), targets)  # (B, T)
+    chosen_weight = tf.gather(attention_weights, chosen, axis=2, batch_dims=2)  # (B, T, K) alpha of each cell
+    log_policy = tf.math.log(chosen_weight + reinforce.EPSILON)
+    entropy = reinforce.entropy(attention_weights)  # (B, T)
+    if estimator == "top-k":
+        kept = chosen_weight / tf.reduce_sum(chosen_weight, axis=-1, keepdims=True)
+        marginal = tf.reduce_logsumexp(tf.math.log(kept + reinforce.EPSILON) + cell_log_likelihood, axis=-1)
+        rewards, baselines = cell_log_likelihood, expected_log_likelihood[..., None] + tf.zeros_like(cell_log_likelihood)
+        # The marginal trains the cells' readings and alpha at once: no REINFORCE, so no reward scale.
+        loss = 0.5 * (expected_loss - tf.reduce_sum(marginal * mask) / words)
+    else:
+        rewards, baselines = cell_log_likelihood, expected_log_likelihood[..., None]
+        if cell_cover is not None and box_reward:
+            cell_cover = tf.cast(cell_cover, tf.float32)
+            rewards += box_reward * tf.gather(cell_cover, chosen, axis=2, batch_dims=2)
+            # The cover a drawn cell earns on average, sum_i alpha_i cover_i: a baseline for that part.
+            baselines += box_reward * tf.reduce_sum(attention_weights * cell_cover, axis=-1)[..., None]
+        if estimator == "expected-baseline":
+            baselines += tf.zeros_like(rewards)  # one per cell
+        elif estimator == "leave-one-out":
+            if cells < 2:
+                raise ValueError("the leave-one-out baseline needs 2 or more cells a word (hard_cells)")
+            baselines = (tf.reduce_sum(rewards, axis=-1, keepdims=True) - rewards) / (cells - 1)
+        else:
+            raise ValueError(f"unknown hard estimator {estimator!r}; use one of {', '.join(HARD_ESTIMATORS[1:])}")
+        advantage = tf.stop_gradient(rewards - baselines)  # (B, T, K)
+        policy_loss = -tf.reduce_sum(tf.reduce_mean(advantage * log_policy, axis=-1) * mask) / words
+        loss = 0.5 * (cell_loss + expected_loss) + reward_scale * policy_loss
+    loss -= entropy_bonus * tf.reduce_sum(entropy * mask) / words
+    mean_over_words = lambda values: tf.reduce_sum(tf.reduce_mean(values, axis=-1) * mask) / words
+    return (loss, cell_cross_entropy, penalty, mean_over_words(rewards), mean_over_words(baselines),
+            tf.reduce_sum(entropy * mask) / words)
 
 
 def self_critical_loss(logits, targets, rewards, baselines):

@@ -32,7 +32,15 @@ def make_captioner(config: Config, splits: dict[str, Split], strategy) -> tuple[
                 raise ValueError(f"{config.init_model}: an ensemble is not trained further; start from one of "
                                  "its members (each run's best.keras)")
             if config.fine_tune_encoder != captioner.encoder.fine_tune_blocks:
-                captioner = with_fine_tuned_blocks(captioner, config.fine_tune_encoder)
+                captioner = rebuilt(captioner, encoder_changes={"fine_tune_blocks": config.fine_tune_encoder})
+            if captioner.decoder.hard_attention and not config.hard_attention:
+                raise ValueError(f"{config.init_model}: a hard-attention model; train it further with --attention hard "
+                                 "(and its --hard-estimator)")
+            hard = {"hard_attention": True, "hard_state": config.hard_state, "hard_inference": config.hard_inference}
+            decoder_config = captioner.decoder.get_config()
+            if config.hard_attention and any(decoder_config[key] != value for key, value in hard.items()):
+                # A soft decoder has every parameter a hard one has: soft first, then REINFORCE.
+                captioner = rebuilt(captioner, decoder_changes={**hard, "seed": config.seed})
             return captioner, captioner.vocabulary
         vocabulary = Vocabulary.build([c for refs in splits["train"].captions for c in refs], config.min_word_count)
         captioner = Captioner(vocabulary.words, config.encoder_kwargs(), config.decoder_kwargs(), config.max_length)
@@ -40,16 +48,21 @@ def make_captioner(config: Config, splits: dict[str, Split], strategy) -> tuple[
         return captioner, vocabulary
 
 
-def with_fine_tuned_blocks(captioner: Captioner, blocks: int) -> Captioner:
-    """The same model (weights and all) with its encoder's last `blocks` blocks trainable (0: frozen):
-    decoder first, then both, is a common recipe."""
-    encoder = {**captioner.encoder.get_config(), "fine_tune_blocks": blocks}
+def rebuilt(captioner: Captioner, encoder_changes: dict | None = None, decoder_changes: dict | None = None) -> Captioner:
+    """The same model, weights and all, with some settings changed that add or remove no weights: the encoder's
+    last blocks made trainable (`fine_tune_blocks`; decoder first, then both, is a common recipe), a soft decoder
+    turned into a hard-attention one."""
+    encoder = {**captioner.encoder.get_config(), **(encoder_changes or {})}
     encoder.pop("name", None)
     decoder = {key: value for key, value in captioner.decoder.get_config().items() if key != "name"}
+    decoder.update(decoder_changes or {})
     changed = Captioner(captioner.vocabulary.words, encoder, decoder, captioner.max_length, captioner.length_penalty)
     changed.build()
     changed.encoder.set_weights(captioner.encoder.get_weights())
-    changed.decoder.set_weights(captioner.decoder.get_weights())
+    soft_variables = [v for v in changed.decoder.weights if "location_seed" not in v.path]
+    source = [v for v in captioner.decoder.weights if "location_seed" not in v.path]
+    for target, value in zip(soft_variables, source, strict=True):
+        target.assign(value)
     return changed
 
 
@@ -134,9 +147,10 @@ def check_supervision(config: Config) -> None:
                          f"{config.supervision_loss!r}")
     if not config.supervision_weight >= 0:
         raise ValueError(f"supervision_weight must be a number >= 0, not {config.supervision_weight}")
-    if config.self_critical or config.hard_attention:
-        raise ValueError("attention supervision trains soft attention with cross-entropy; "
-                         "not with --scst or --attention hard")
+    if config.self_critical:
+        raise ValueError("attention supervision trains attention with cross-entropy; not with --scst")
+    if config.box_reward and not config.hard_attention:
+        raise ValueError("box_reward rewards the cells hard attention draws; it needs --attention hard")
 
 
 def supervision_maps(captioner: Captioner, train: Split, config: Config, pairs: int) -> np.ndarray:
@@ -144,8 +158,6 @@ def supervision_maps(captioner: Captioner, train: Split, config: Config, pairs: 
 
     Only the training split is ever supervised: the dev and test boxes stay unseen.
     """
-    if captioner.decoder.hard_attention:
-        raise ValueError(f"{config.init_model}: a hard-attention model; attention supervision trains soft attention")
     from captioner.data.entities import attention_targets  # read only when this option is used
 
     targets, summary = attention_targets(train, config.attention_supervision, captioner.vocabulary, config.max_length,

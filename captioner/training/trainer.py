@@ -168,9 +168,14 @@ class Trainer:
     def eval_step(self, features, token_ids):
         return self._compiled_step(self._eval_step, token_ids.shape[1])(features, token_ids)
 
-    def hard_train_step(self, features, token_ids):
-        """One step with sampled locations: loss, cross-entropy, penalty, gradient norm, reward, baseline, entropy."""
-        return self._compiled_step(self._hard_train_step, token_ids.shape[1])(features, token_ids)
+    def hard_train_step(self, features, token_ids, target_maps=None):
+        """One hard-attention step: loss, cross-entropy, penalty, gradient norm, reward, baseline, entropy and, with
+        `target_maps` (attention supervision), the supervision loss."""
+        length = token_ids.shape[1]
+        if target_maps is None:
+            return self._compiled_step(self._hard_train_step, length)(features, token_ids)
+        return self._compiled_step(self._supervised_hard_train_step, length, [self._target_maps_spec(length)])(
+            features, token_ids, target_maps)
 
     def self_critical_step(self, features, token_ids, rewards, baselines):
         """REINFORCE on whole sampled captions: token_ids (B, T) are `<start>` + a sample + `<end>`."""
@@ -213,21 +218,48 @@ class Trainer:
         return loss, cross_entropy, penalty, self._apply_gradients(tape, loss), supervision
 
     def _hard_train_step(self, features, token_ids):
-        """Hard attention: the caption loss given one sampled location per word, plus REINFORCE for the locations."""
+        return self._hard_step(features, token_ids)
+
+    def _supervised_hard_train_step(self, features, token_ids, target_maps):
+        return self._hard_step(features, token_ids, target_maps)
+
+    def _hard_step(self, features, token_ids, target_maps=None):
+        """Hard attention: the words read from drawn cells, REINFORCE for the draws (`config.hard_estimator`);
+        with `target_maps`, plus `supervision_weight` times the attention supervision loss on alpha."""
+        config = self.config
         inputs, targets = token_ids[:, :-1], token_ids[:, 1:]
         with tf.GradientTape() as tape:
-            logits, attention_weights, chosen = self.decoder.sample_locations(self.encode(features), inputs, training=True)
-            loss, cross_entropy, penalty = objectives.caption_loss(logits, targets, attention_weights,
-                                                                   self.config.attention_lambda, self.config.label_smoothing)
-            total, log_likelihood, entropy = objectives.hard_attention_loss(
-                loss, logits, targets, attention_weights, chosen, self.reward_baseline, self.config.reward_scale,
-                self.config.entropy_bonus)
-        gradient_norm = self._apply_gradients(tape, total)
-        reward = tf.reduce_mean(log_likelihood)
-        self.reward_baseline.assign(reinforce.moving_average_baseline(self.reward_baseline, log_likelihood,
-                                                                      self.baseline_started))
-        self.baseline_started.assign(True)
-        return loss, cross_entropy, penalty, gradient_norm, reward, self.reward_baseline.value, tf.reduce_mean(entropy)
+            if config.hard_estimator == "paper":
+                logits, attention_weights, chosen = self.decoder.sample_locations(self.encode(features), inputs,
+                                                                                  training=True)
+                word_loss, cross_entropy, penalty = objectives.caption_loss(
+                    logits, targets, attention_weights, config.attention_lambda, config.label_smoothing)
+                loss, log_likelihood, entropy = objectives.hard_attention_loss(
+                    word_loss, logits, targets, attention_weights, chosen, self.reward_baseline, config.reward_scale,
+                    config.entropy_bonus)
+                reward, entropy = tf.reduce_mean(log_likelihood), tf.reduce_mean(entropy)
+            else:
+                choice = "top" if config.hard_estimator == "top-k" else "sample"
+                expected_logits, cell_logits, attention_weights, chosen = self.decoder.read_cells(
+                    self.encode(features), inputs, config.hard_cells, choice, training=True)
+                cover = None
+                if target_maps is not None:  # the covered share of each cell: the target map over its largest value
+                    cover = tf.math.divide_no_nan(target_maps, tf.reduce_max(target_maps, axis=-1, keepdims=True))
+                loss, cross_entropy, penalty, reward, baseline, entropy = objectives.per_word_hard_attention_loss(
+                    expected_logits, cell_logits, targets, attention_weights, chosen, config.hard_estimator,
+                    config.attention_lambda, config.label_smoothing, config.reward_scale, config.entropy_bonus,
+                    cover, config.box_reward)
+            if target_maps is not None:
+                supervision = objectives.SUPERVISION_LOSSES[config.supervision_loss](attention_weights, target_maps)
+                loss += config.supervision_weight * supervision
+        gradient_norm = self._apply_gradients(tape, loss)
+        if config.hard_estimator == "paper":
+            self.reward_baseline.assign(reinforce.moving_average_baseline(self.reward_baseline, log_likelihood,
+                                                                          self.baseline_started))
+            self.baseline_started.assign(True)
+            baseline = self.reward_baseline.value
+        results = [loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy]
+        return results if target_maps is None else [*results, supervision]
 
     def _self_critical_step(self, features, token_ids, rewards, baselines):
         """No dropout: the gradient is of the same policy that drew the samples."""
