@@ -91,6 +91,7 @@ def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     dict(attention="none"),
     dict(attention="additive", feature_units=0),
     dict(hard_attention=True),
+    dict(hard_attention=True, hard_state="expected"),
 ])
 def test_numpy_captions_equal_keras_captions(tmp_path, settings):
     model, numpy_model = _both(make_captioner(**settings), tmp_path)

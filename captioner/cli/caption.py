@@ -123,7 +123,7 @@ def report_entry(result: Result) -> ReportEntry:
 
     caption = result.caption
     return ReportEntry(result.path, result.display, caption.words, caption.attention, caption.score, caption.alternatives,
-                       result.boxes)
+                       result.boxes, caption.chosen_cells)
 
 
 def attach_boxes(result: Result, entities_dir) -> bool:
@@ -142,7 +142,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="captioner caption", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
     parser.add_argument("--model", default=None,
-                        help="a .keras file written by train.py (best.keras); default: the shipped model in captioner/pretrained/")
+                        help="a .keras file written by train.py (best.keras), or a shipped model by name: soft (the ensemble, "
+                             "the default) or hard (hard attention: one cell a word, outlined in the overlays)")
     parser.add_argument("--beam", type=int, default=3, help="beam size (3: best on Flickr8k); 1 is greedy search")
     parser.add_argument("--length-penalty", type=float, default=None,
                         help="beam search ranks by log p / length ** this (0: plain log probability); "
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     from captioner.model.shipped import default_model_path
 
     paths, input_errors = expand_inputs(args.inputs)
-    model_path = args.model or default_model_path()
+    model_path = default_model_path(args.model)
     try:
         captioner = load_model(model_path, args.engine, len(paths))
     except ValueError as error:

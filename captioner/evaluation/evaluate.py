@@ -51,7 +51,7 @@ def format_table(scores: dict, title: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="captioner evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a .keras file written by train.py; default: the shipped model in captioner/pretrained/")
+    parser.add_argument("--model", help="a .keras file written by train.py, or a shipped model by name: soft (the default) or hard")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from captioner.model.saving import default_model_path, load_captioner
     from captioner.utils.atomic import atomic_write_text
 
-    args.model = args.model or str(default_model_path())
+    args.model = str(default_model_path(args.model))
     try:
         captioner = load_captioner(args.model)
         config = Config(dataset=args.dataset, data_dir=args.data_dir, backbone=captioner.encoder.backbone_name)

@@ -213,7 +213,7 @@ def annotated_features(captioner, split, indices, args):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="captioner grounding", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a .keras model; default: the shipped model in captioner/pretrained/")
+    parser.add_argument("--model", help="a .keras model, or a shipped model by name: soft (the default) or hard")
     parser.add_argument("--dataset", required=True, help="a photo dataset with --data-dir and --entities, or synthetic")
     parser.add_argument("--data-dir", help="the dataset's folder (photo datasets)")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     from captioner.utils.atomic import atomic_write_text
 
     started = time.perf_counter()
-    args.model = args.model or str(default_model_path())
+    args.model = str(default_model_path(args.model))
     try:
         captioner, split, indices, annotations = load(args)
     except ValueError as error:  # a bad model, dataset or annotation file: one line

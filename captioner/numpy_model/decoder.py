@@ -52,6 +52,7 @@ class Decoder:
         self.score = config.get("attention", "additive")
         self.hard_attention = config.get("hard_attention", False)
         self.hard_inference = config.get("hard_inference", "argmax")
+        self.hard_state = config.get("hard_state", "sampled")  # what the LSTM carries on: see DecoderWithAttention
         self.feature_projection = (Dense(variables("feature_projection"), _relu)
                                    if config.get("feature_units") else None)
         self.location_embedding = variables("")[0] if config.get("location_embedding", True) else None
@@ -96,20 +97,32 @@ class Decoder:
 
     def step(self, previous_words, state, features, keys):
         """previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L)."""
-        hidden, memory = state
+        hidden = state[0]
         context, weights = self.attend(features, keys, hidden)
-        if self.hard_attention and self.hard_inference == "argmax":  # one location: the most likely
-            context = features[np.arange(len(features)), weights.argmax(axis=-1)]
-        context = self.gate(hidden) * context
+        gate = self.gate(hidden)
         embedded = self.embedding[previous_words]
-        # keras.layers.LSTMCell: gates input, forget, cell, output, in that order.
+        if not (self.hard_attention and self.hard_inference == "argmax"):
+            return (*self._read(embedded, gate * context, state), weights)
+        cell = features[np.arange(len(features)), weights.argmax(axis=-1)]  # one location: the most likely
+        logits, cell_state = self._read(embedded, gate * cell, state)
+        if self.hard_state == "expected":  # the word read one cell; the memory reads the expected context
+            cell_state = self._remember(embedded, gate * context, state)
+        return logits, cell_state, weights
+
+    def _remember(self, embedded, context, state):
+        """keras.layers.LSTMCell on [E y, gated context]: gates input, forget, cell, output, in that order."""
+        hidden, memory = state
         gates = np.concatenate([embedded, context], axis=-1) @ self.lstm_kernel + hidden @ self.lstm_recurrent_kernel
         gates += self.lstm_bias
         input_gate, forget_gate, candidate, output_gate = np.split(gates, 4, axis=-1)
         memory = _sigmoid(forget_gate) * memory + _sigmoid(input_gate) * np.tanh(candidate)
-        hidden = _sigmoid(output_gate) * np.tanh(memory)
-        deep_output = embedded + self.hidden_to_embedding(hidden) + self.context_to_embedding(context)
-        return self.output_projection(deep_output), [hidden, memory], weights
+        return [_sigmoid(output_gate) * np.tanh(memory), memory]
+
+    def _read(self, embedded, context, state):
+        """The LSTM step and the deep output layer for one gated context: -> logits (B, V), new [h, c]."""
+        state = self._remember(embedded, context, state)
+        deep_output = embedded + self.hidden_to_embedding(state[0]) + self.context_to_embedding(context)
+        return self.output_projection(deep_output), state
 
 
 class Ensemble:

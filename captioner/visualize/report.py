@@ -32,6 +32,7 @@ class ReportEntry:
     score: float | None = None
     alternatives: list[tuple[str, float]] = field(default_factory=list)
     boxes: list | None = None  # per word, (K, 4) reference boxes as fractions of the image (`--entities`)
+    chosen_cells: list[tuple[int, int]] | None = None  # hard attention: the (row, column) each word read
 
 
 def _data_uri(image: np.ndarray) -> str:
@@ -52,6 +53,7 @@ def _entry_json(entry: ReportEntry) -> dict:
         "alternatives": [[text, round(score, 4)] for text, score in entry.alternatives],
         "boxes": None if entry.boxes is None else [np.round(np.asarray(b, dtype=float).reshape(-1, 4), 4).tolist()
                                                    for b in entry.boxes[: len(entry.words)]],
+        "chosen": None if entry.chosen_cells is None else [list(cell) for cell in entry.chosen_cells[: len(entry.words)]],
     }
 
 
@@ -133,6 +135,13 @@ function drawEntry(canvas, image, entry, wordIndex) {
     context.strokeRect(x0 * canvas.width, y0 * canvas.height, (x1 - x0) * canvas.width, (y1 - y0) * canvas.height);
   }
   context.setLineDash([]);
+  // Hard attention: the one cell the model read for this word, outlined in white.
+  if (entry.chosen) {
+    const [row, column] = entry.chosen[wordIndex];
+    const cellWidth = canvas.width / columns, cellHeight = canvas.height / rows;
+    context.strokeStyle = "#ffffff";
+    context.strokeRect(column * cellWidth, row * cellHeight, cellWidth, cellHeight);
+  }
 }
 
 function addEntry(entry, number) {
@@ -162,8 +171,10 @@ function addEntry(entry, number) {
     if (image.complete) drawEntry(canvas, image, entry, index);
     const boxed = index >= 0 && entry.boxes && entry.boxes[index].length ?
       `; dashed: the ${entry.boxes[index].length} annotated box(es) of "${entry.words[index]}"` : "";
+    const read = index >= 0 && entry.chosen ?
+      `; outlined: the one cell it read (row ${entry.chosen[index][0] + 1}, column ${entry.chosen[index][1] + 1})` : "";
     peak.textContent = index < 0 ? "" :
-      `"${entry.words[index]}": peak weight ${Math.max(...entry.attention[index]).toFixed(2)}${boxed}`;
+      `"${entry.words[index]}": peak weight ${Math.max(...entry.attention[index]).toFixed(2)}${read}${boxed}`;
   };
   entry.words.forEach((word, index) => {
     const span = document.createElement("span");
