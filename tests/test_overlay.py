@@ -79,3 +79,18 @@ def test_too_few_maps_is_refused(tmp_path):
 def test_unknown_style_is_refused(tmp_path):
     with pytest.raises(ValueError, match="style"):
         draw_overlay(np.zeros((8, 8, 3), np.uint8), ["a"], np.ones((2, 2, 2)), tmp_path / "x.png", style="neon")
+
+
+def test_comparison_has_a_row_per_model_and_a_column_per_word_of_the_longest_caption(tmp_path):
+    from captioner.visualize.overlay import PANEL_INCHES, draw_comparison
+
+    image = np.full((40, 40, 3), 200, np.uint8)
+    attention = np.random.default_rng(0).random((5, 3, 3))
+    path = draw_comparison(image, [("soft", ["a", "dog"], attention, None),
+                                   ("hard", ["a", "dog", "runs"], attention, [(0, 0), (1, 2), (2, 2)])],
+                           tmp_path / "compare.png")
+    width, height = Image.open(path).size
+    assert width == round(4 * PANEL_INCHES * 100)  # the image, then three words
+    assert height > 2 * PANEL_INCHES * 100 * 0.9  # two rows
+    with pytest.raises(ValueError, match="attention maps"):
+        draw_comparison(image, [("soft", ["a"] * 6, attention, None)], tmp_path / "bad.png")

@@ -5,6 +5,7 @@
     captioner evaluate --split test --beam 3 ...            # captioner/evaluation/evaluate.py
     captioner ensemble OUT.keras A.keras B.keras            # captioner/cli/ensemble.py
     captioner compare A/captions.json B/captions.json ...   # captioner/evaluation/compare.py
+    captioner serve --port 8000                             # captioner/cli/serve.py
 
 `python -m captioner ...` is the same command without installing; `predict.py` and `train.py`
 at the repository root are `captioner caption` and `captioner train`.
@@ -27,6 +28,7 @@ COMMANDS = {
     "ensemble": ("captioner.cli.ensemble", "average several trained models' decoders into one model file"),
     "compare": ("captioner.evaluation.compare", "paired bootstrap of BLEU-4 and CIDEr-D between two models' captions"),
     "grounding": ("captioner.evaluation.grounding", "where attention lands on real photos (Flickr30k Entities boxes)"),
+    "serve": ("captioner.cli.serve", "a local web page and JSON API: drop a photo, see where the model looked"),
 }
 
 

@@ -133,3 +133,29 @@ def draw_word_overlays(image: np.ndarray, words: list[str], attention: np.ndarra
         safe_word = re.sub(r"[^\w-]", "_", word)
         paths.append(_save(figure, Path(directory) / f"{stem}_{index:02d}_{safe_word}.png"))
     return paths
+
+
+def draw_comparison(image: np.ndarray, rows: list[tuple[str, list[str], np.ndarray, list | None]], path,
+                    style: str = "spotlight", colormap: str = "inferno", alpha: float = 0.5,
+                    panel_inches: float = PANEL_INCHES) -> Path:
+    """One PNG with a row per model, word by word, as the paper's Figure 2 sets soft beside hard attention.
+
+    rows: (label, words, attention (at least len(words), rows, columns), chosen cells or None) for each model;
+    each row starts with the image under the model's label, so captions of different lengths line up by word.
+    """
+    for _, words, attention, _ in rows:
+        _check(style, words, attention)
+    columns = 1 + max(len(words) for _, words, _, _ in rows)
+    aspect = image.shape[0] / image.shape[1]
+    figure = Figure(figsize=(columns * panel_inches, len(rows) * (panel_inches * aspect + 0.3)))
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row_axes, (label, words, attention, chosen_cells) in zip(axes, rows):
+        row_axes[0].imshow(image)
+        row_axes[0].set_title(label, fontsize=10, fontweight="bold")
+        for index, word in enumerate(words):
+            chosen = None if chosen_cells is None else chosen_cells[index]
+            _draw_panel(row_axes[index + 1], image, attention[index], f"{word} ({attention[index].max():.2f})", style,
+                        colormap, alpha, chosen)
+    return _save(figure, path)

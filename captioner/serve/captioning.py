@@ -1,0 +1,92 @@
+"""Captioning uploads in a bounded pool of worker processes, each holding the models once.
+
+Processes rather than threads: the beam search is a Python loop that holds the GIL, so two threads would
+caption no faster than one on 2 cores. Each worker loads the NumPy copy of every served model when it
+starts (`captioner.numpy_model`: no TensorFlow, about 0.5 s) and then captions one upload at a time.
+Nothing an upload says reaches the file system: the bytes are decoded in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captioner.data.images import ImageError, _squeezed, _to_rgb
+
+# Uploads larger than this many pixels are refused before they are decoded (a 2 KB PNG can claim 100,000 x
+# 100,000 pixels: a decompression bomb). 40 megapixels is more than any phone camera's photo.
+MAX_UPLOAD_PIXELS = 40_000_000
+MAX_BEAM = 10
+
+_models: dict = {}  # in each worker: name -> NumpyCaptioner
+
+
+def _load_models(paths: dict[str, str]) -> None:
+    """The worker's initializer: every served model, once."""
+    from captioner.numpy_model import load_numpy_captioner
+
+    for name, path in paths.items():
+        _models[name] = load_numpy_captioner(path)
+
+
+def decode_upload(data: bytes, name: str, image_size: int) -> np.ndarray:
+    """An uploaded file's bytes -> the encoder's input (S, S, 3) uint8, or ImageError saying what is wrong."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > MAX_UPLOAD_PIXELS:  # from the header alone, before any decoding
+                    raise ImageError(f"{name}: {width} x {height} pixels is over the limit of {MAX_UPLOAD_PIXELS:,}")
+                image.load()
+                return _squeezed(_to_rgb(ImageOps.exif_transpose(image)), image_size)
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: too many pixels, refused as a decompression bomb") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageError):
+            raise
+        raise ImageError(f"{name}: unreadable image ({error})") from None
+
+
+def caption_upload(model: str, data: bytes, name: str, beam_size: int) -> dict:
+    """In a worker: one upload's caption as `predict.py --json` prints it (without a path), or ImageError."""
+    captioner = _models[model]
+    image = decode_upload(data, name, captioner.encoder.image_size)
+    caption = captioner.caption(image[None], beam_size)[0]
+    return {
+        "name": name,
+        "model": model,
+        "caption": caption.text,
+        "words": caption.words,
+        "grid": list(captioner.grid),
+        "attention": np.round(caption.attention[: len(caption.words)], 4).tolist(),
+        "score": caption.score,
+        **({"chosen_cells": [list(cell) for cell in caption.chosen_cells[: len(caption.words)]]}
+           if caption.chosen_cells else {}),
+        "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
+    }
+
+
+def make_pool(paths: dict[str, str], workers: int) -> ProcessPoolExecutor:
+    """`workers` processes, started fresh (spawn: no copy of the server's event loop or sockets), each with
+    every model loaded."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load_models,
+                               initargs=(paths,))
+
+
+def warm_up(pool: ProcessPoolExecutor, workers: int, model: str) -> None:
+    """Start every worker and caption a blank image in each, so the first real upload is not the slow one."""
+    blank = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(blank, format="PNG")
+    futures = [pool.submit(caption_upload, model, blank.getvalue(), "warm-up.png", 1) for _ in range(workers)]
+    for future in futures:
+        future.result()
