@@ -1,4 +1,5 @@
-"""The model shipped in captioner/pretrained/: small enough, self-contained, and used when no --model is given."""
+"""The models shipped in captioner/pretrained/: small enough, self-contained, the soft one used when no --model is
+given and the hard one by name (`--model hard`)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from captioner.model.saving import SHIPPED_MODEL
+from captioner.model.shipped import SHIPPED_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 40 * 2**20
@@ -16,12 +18,29 @@ MAX_BYTES = 40 * 2**20
 pytestmark = pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model in models/")
 
 
-def test_one_model_file_under_40_mb_with_its_card():
-    assert SHIPPED_MODEL.stat().st_size <= MAX_BYTES
-    assert sorted(p.name for p in SHIPPED_MODEL.parent.glob("*.keras")) == [SHIPPED_MODEL.name]
+def test_the_named_model_files_under_40_mb_each_with_their_card():
+    shipped = sorted(p.name for p in SHIPPED_MODEL.parent.glob("*.keras"))
+    assert shipped == sorted(path.name for path in SHIPPED_MODELS.values() if path.exists())
+    assert SHIPPED_MODELS["soft"] == SHIPPED_MODEL
+    for path in SHIPPED_MODELS.values():
+        assert not path.exists() or path.stat().st_size <= MAX_BYTES
     card = (SHIPPED_MODEL.parent / "MODEL_CARD.md").read_text()
-    for needed in ("Flickr8k", "BLEU-4", "CIDEr-D", "METEOR", "python train.py"):
+    for needed in ("Flickr8k", "BLEU-4", "CIDEr-D", "METEOR", "python train.py", "--model hard"):
         assert needed in card
+
+
+@pytest.mark.skipif(not SHIPPED_MODELS["hard"].exists(), reason="no shipped hard-attention model")
+def test_predict_model_hard_reads_one_cell_a_word_and_says_which(tmp_path):
+    completed = subprocess.run([sys.executable, "predict.py", "data/examples/cat.jpg", "--model", "hard", "--json"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    rows, columns = result["grid"]
+    assert len(result["chosen_cells"]) == len(result["words"]) >= 3
+    for (row, column), attention in zip(result["chosen_cells"], result["attention"]):
+        assert 0 <= row < rows and 0 <= column < columns
+        flat = [value for line in attention for value in line]
+        assert flat.index(max(flat)) == row * columns + column  # the cell it read is alpha's most likely
 
 
 def test_predict_uses_it_offline_with_an_empty_keras_cache(tmp_path):

@@ -22,7 +22,9 @@ from captioner.utils.quiet import import_tensorflow_quietly
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="captioner ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="the ensemble's .keras file (with --unpack: the directory for the members)")
-    parser.add_argument("members", nargs="*", help="trained models (.keras) to average, at least 2")
+    parser.add_argument("members", nargs="*",
+                        help="trained models (.keras) to average; one model is stored again with the decoding and "
+                             "storage given (how a single model, a hard-attention one too, is readied for shipping)")
     parser.add_argument("--unpack", metavar="ENSEMBLE", help="write each member of this ensemble as its own model file")
     parser.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
                         help="the length penalty the ensemble's beam search uses unless told otherwise: choose it on "
@@ -45,8 +47,8 @@ def main(argv=None) -> int:
             parser.error("--length-penalty and --no-repeat-ngram set an ensemble's decoding; --unpack writes its "
                          "members as they were trained")
         return unpack(args.unpack, args.out, weights_dtype)
-    if len(args.members) < 2:
-        parser.error("give at least 2 member models")
+    if not args.members:
+        parser.error("give the member models (or one model to store with its decoding)")
     if not args.out.endswith(".keras"):
         parser.error(f"{args.out}: the output must be a .keras file")
     if not 0 <= args.length_penalty < 10:
@@ -60,7 +62,11 @@ def main(argv=None) -> int:
 
     try:
         models = [load_captioner(path) for path in args.members]
-        ensemble = make_ensemble(models, length_penalty=args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
+        if len(models) == 1:  # nothing to average: the model as it is, with this decoding and storage
+            ensemble = models[0]
+            ensemble.length_penalty, ensemble.no_repeat_ngram = args.length_penalty, args.no_repeat_ngram
+        else:
+            ensemble = make_ensemble(models, length_penalty=args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
