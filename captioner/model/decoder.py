@@ -181,8 +181,8 @@ class DecoderWithAttention(keras.layers.Layer):
         if policy == "sample":
             chosen = ops.squeeze(keras.random.categorical(ops.log(attention_weights + 1e-9), 1,
                                                           seed=self.location_seed), -1)
-        else:
-            chosen = ops.argmax(attention_weights, axis=-1)
+        else:  # top_k rather than argmax: the same cell (the first of ties), and an op LiteRT has
+            chosen = ops.top_k(attention_weights, 1)[1][:, 0]
         chosen = ops.cast(chosen, "int32")  # (B,)
         cell = ops.take_along_axis(features, chosen[:, None, None], axis=1)[:, 0]  # (B, D)
         logits, cell_state = self._read(embedded, gate * cell, state, training)

@@ -96,7 +96,7 @@ def repeated_ngram_penalty(words, step, n: int, vocabulary_size: int):
     prefixes = tf.gather(words, starts[:, None] + offsets[None, :], axis=2)  # (B, K, P, n - 1)
     last = tf.gather(words, tf.maximum(step - (n - 1) + offsets, 0), axis=2)  # (B, K, n - 1): the beam's end
     written = starts + n - 1 < step  # the n-gram at i is complete before this step
-    repeats = tf.reduce_all(prefixes == last[:, :, None, :], axis=-1) & written  # (B, K, P)
+    repeats = tf.logical_and(tf.reduce_all(prefixes == last[:, :, None, :], axis=-1), written)  # (B, K, P)
     following = tf.gather(words, starts + n - 1, axis=2)  # (B, K, P): the word each such n-gram went on with
     banned = tf.reduce_max(tf.one_hot(following, vocabulary_size) * tf.cast(repeats, tf.float32)[..., None], axis=2)
     return banned * NEGATIVE_INFINITY  # finite, so 0 x it stays 0
@@ -186,7 +186,7 @@ def beam_search(
         # Finished: candidates among the K best that end, merged into the pool of the K best.
         among_best = tf.range(2 * beams)[None, :] < beams
         normalised = scores / length_normalisers[step]
-        new_finished = tf.where(ends & among_best, normalised, NEGATIVE_INFINITY)
+        new_finished = tf.where(tf.logical_and(ends, among_best), normalised, NEGATIVE_INFINITY)  # LiteRT has no BitwiseAnd
         pool_scores = tf.concat([finished_scores, new_finished], axis=1)  # (B, 3K)
         finished_scores, keep = tf.math.top_k(pool_scores, k=beams)
         finished_words = pick(tf.concat([finished_words, history], axis=1), keep)

@@ -1,0 +1,51 @@
+"""Export a trained model as a TensorFlow SavedModel with its beam search inside.
+
+    captioner export MODEL OUT_DIR [--beam 3]
+    captioner export soft exported/soft        # a shipped model by name
+
+OUT_DIR/saved_model loads with TensorFlow alone (`tf.saved_model.load`), no captioner needed: its
+`serving_default` signature takes uint8 images (B, S, S, 3) and returns every beam's word ids, words,
+lengths, scores and per-word attention; `caption_encoded` takes one JPEG or PNG file's bytes.
+OUT_DIR/captioner.json holds the vocabulary, grid and decoding. The README's "Deploy" shows the use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from captioner.utils.quiet import import_tensorflow_quietly
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="captioner export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a .keras model, or a shipped model by name (soft, hard)")
+    parser.add_argument("out_dir")
+    parser.add_argument("--format", default="saved_model", choices=["saved_model"],
+                        help="saved_model (LiteRT: not yet, see captioner/model/export.py)")
+    parser.add_argument("--beam", type=int, default=3, help="beam size, fixed in the exported graph (1 to 10)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.beam <= 10:
+        parser.error(f"--beam must be from 1 to 10, not {args.beam}")
+    from captioner.model.shipped import default_model_path
+
+    path = default_model_path(args.model)
+    if not path.is_file():
+        print(f"error: {path}: no such model file", file=sys.stderr)
+        return 2
+    import_tensorflow_quietly()
+    from captioner.model.export import export
+    from captioner.model.saving import load_captioner
+
+    try:
+        written = export(load_captioner(path), args.out_dir, args.format, args.beam)
+    except ValueError as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        return 2
+    print("Wrote " + ", ".join(str(Path(p)) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`captioner export`: a SavedModel that a fresh process loads with TensorFlow alone and that captions as the
+Keras model does (the same words and beams, attention within 1e-4)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from helpers import SMALL_IMAGE, make_captioner
+
+from captioner.model.export import export
+from captioner.model.saving import save_model
+
+LOAD_AND_CAPTION = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+exported = tf.saved_model.load(sys.argv[1])
+images = np.load(sys.argv[2])
+outputs = exported.signatures["serving_default"](images=tf.constant(images))
+print(json.dumps({key: value.numpy().tolist() if value.dtype != tf.string else
+                  [[[w.decode() for w in beam] for beam in image] for image in value.numpy()]
+                  for key, value in outputs.items()}))
+assert "captioner" not in sys.modules
+"""
+
+
+def test_the_saved_model_loads_without_the_project_and_captions_like_keras(tmp_path):
+    for hard in (False, True):
+        model = make_captioner(hard_attention=hard, hard_state="expected", seed=4)
+        model.length_penalty, model.no_repeat_ngram = 1.0, 2
+        written = export(model, tmp_path / f"exported-{hard}", beam_size=3)
+        metadata = json.loads(written[-1].read_text())
+        assert metadata["vocabulary"] == model.vocabulary.words and metadata["beam_size"] == 3
+        images = np.random.default_rng(0).integers(0, 255, size=(2, SMALL_IMAGE, SMALL_IMAGE, 3)).astype(np.uint8)
+        np.save(tmp_path / "images.npy", images)
+        finished = subprocess.run([sys.executable, "-I", "-c", LOAD_AND_CAPTION, str(written[0]),
+                                   str(tmp_path / "images.npy")], capture_output=True, text=True, timeout=300,
+                                  cwd=tmp_path)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        outputs = json.loads(finished.stdout.strip().splitlines()[-1])
+        expected = model.caption(images.astype(np.float32), beam_size=3)
+        for index, caption in enumerate(expected):
+            length = outputs["lengths"][index][0]
+            assert outputs["words"][index][0][:length] == caption.words
+            np.testing.assert_allclose(np.asarray(outputs["attention"][index][0])[:length].reshape(caption.attention[:length].shape),
+                                       caption.attention[:length], atol=1e-4)
+            assert [" ".join(w for w in beam if w) for beam in outputs["words"][index][1:]] == \
+                [text for text, _ in caption.alternatives]
+
+
+def test_captioner_export_refuses_a_missing_model_in_one_line(tmp_path, capsys):
+    from captioner.cli import export as export_cli
+
+    assert export_cli.main(["no/such.keras", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "error: no/such.keras: no such model file"
+    path = tmp_path / "model.keras"
+    save_model(make_captioner(), path)
+    assert export_cli.main([str(path), str(tmp_path / "out"), "--beam", "2"]) == 0
+    assert (tmp_path / "out" / "saved_model" / "saved_model.pb").exists()
