@@ -58,3 +58,27 @@ def test_captioner_export_refuses_a_missing_model_in_one_line(tmp_path, capsys):
     save_model(make_captioner(), path)
     assert export_cli.main([str(path), str(tmp_path / "out"), "--beam", "2"]) == 0
     assert (tmp_path / "out" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_the_readme_deploy_snippet_runs_on_the_exported_hard_model(tmp_path):
+    import re
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    from captioner.cli import export as export_cli
+    from captioner.model.shipped import SHIPPED_MODELS
+
+    if not SHIPPED_MODELS["hard"].exists():
+        pytest.skip("no shipped hard-attention model")
+    root = Path(__file__).resolve().parent.parent
+    section = root.joinpath("README.md").read_text().split("## Deploy", 1)[1].split("\n## ", 1)[0]
+    command = re.search(r"```bash\n(captioner export [^\n#]+)", section).group(1).split()
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert export_cli.main([command[2], str(tmp_path / command[3]), *command[4:]]) == 0  # MODEL OUT_DIR --beam N
+    shutil.copytree(root / "data" / "examples", tmp_path / "data" / "examples")
+    finished = subprocess.run([sys.executable, "-I", "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert len(finished.stdout.split()) >= 3  # a caption
