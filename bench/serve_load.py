@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from test_serve import Server  # noqa: E402  (the same subprocess server the tests start)
+from test_serve import Server
 
 BAD_UPLOADS = [  # (fields, files, what it is)
     ({}, {"image": ("notes.txt", b"not a photo")}, "not an image"),
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                     bad_due[0] += 1
             name, data = photos[rng.randrange(len(photos))]
             if send_bad:
-                fields, files, kind = BAD_UPLOADS[index % len(BAD_UPLOADS)]
+                fields, files, _ = BAD_UPLOADS[index % len(BAD_UPLOADS)]
                 files = {field: (filename, data if payload is None else data[:500] if payload == "truncated"
                                  else payload) for field, (filename, payload) in files.items()}
                 status, _, _ = server.post(fields, files)

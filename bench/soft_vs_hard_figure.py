@@ -16,10 +16,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from captioner.data.images import load_images  # noqa: E402
-from captioner.model.shipped import SHIPPED_MODELS  # noqa: E402
-from captioner.numpy_model import load_numpy_captioner  # noqa: E402
-from captioner.visualize.overlay import draw_comparison  # noqa: E402
+from captioner.data.images import load_images
+from captioner.model.shipped import SHIPPED_MODELS
+from captioner.numpy_model import load_numpy_captioner
+from captioner.visualize.overlay import draw_comparison
 
 JPEG_QUALITY = 85
 

@@ -75,7 +75,7 @@ def test_the_readme_deploy_snippet_runs_on_the_exported_hard_model(tmp_path):
     root = Path(__file__).resolve().parent.parent
     section = root.joinpath("README.md").read_text().split("## Deploy", 1)[1].split("\n## ", 1)[0]
     command = re.search(r"```bash\n(captioner export [^\n#]+)", section).group(1).split()
-    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     assert export_cli.main([command[2], str(tmp_path / command[3]), *command[4:]]) == 0  # MODEL OUT_DIR --beam N
     shutil.copytree(root / "data" / "examples", tmp_path / "data" / "examples")
     finished = subprocess.run([sys.executable, "-I", "-c", snippet], cwd=tmp_path, capture_output=True, text=True,

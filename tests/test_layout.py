@@ -1,6 +1,7 @@
 """The package's shape: layers import only downwards, and no module imports itself back in a circle.
 
-Layers, lowest first (docs/architecture.md): utils < data < model, numpy_model < config, visualize < evaluation < training < cli.
+Layers, lowest first (docs/architecture.md): utils < data < model, numpy_model < config, visualize < evaluation < training,
+serve < cli.
 Imports inside functions count too: a lazy import still ties the layers together.
 """
 
@@ -8,7 +9,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "captioner"
-LAYERS = {"utils": 0, "data": 1, "model": 2, "numpy_model": 2, "config": 3, "visualize": 3, "evaluation": 4, "training": 5, "cli": 6,
+LAYERS = {"utils": 0, "data": 1, "model": 2, "numpy_model": 2, "config": 3, "visualize": 3, "evaluation": 4, "training": 5, "serve": 5,
+          "cli": 6,
           "__main__": 7}
 
 

@@ -69,13 +69,13 @@ def is_loopback(host: str) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     models = served_models(args.model)
-    for name, path in models.items():
+    for path in models.values():
         if not Path(path).is_file():
             print(f"error: {path}: no such model file", file=sys.stderr)
             return 2
     from captioner.numpy_model import UnsupportedModel, load_numpy_captioner
 
-    for name, path in models.items():  # fail here, in one line, rather than in every worker
+    for path in models.values():  # fail here, in one line, rather than in every worker
         try:
             load_numpy_captioner(path)
         except (ValueError, UnsupportedModel) as error:

@@ -159,7 +159,7 @@ def normalised_boxes(boxes, width: int, height: int) -> np.ndarray:
     """(K, 4) x0, y0, x1, y1 in [0, 1] of the square the model sees.
 
     The model squeezes every photo into a square without keeping its aspect ratio
-    (`captioner.data.images._squeezed`), so x scales by 1/width and y by 1/height. Pixel i (1-based)
+    (`captioner.data.images.squeezed`), so x scales by 1/width and y by 1/height. Pixel i (1-based)
     spans [i - 1, i), so a box from pixel 1 to pixel `width` spans the whole width.
     """
     corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)

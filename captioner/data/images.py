@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
 import warnings
 from pathlib import Path
@@ -41,30 +42,46 @@ def open_image(path) -> Image.Image:
         raise ImageError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise ImageError(f"{path}: empty file")
+    return _decode(path, path, MAX_IMAGE_PIXELS)
+
+
+def open_image_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """An image file's bytes (an upload) as an upright RGB Pillow image, or ImageError naming `name`; images of
+    more than `max_pixels` are refused from their header, before they are decoded."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageError(f"{name}: {image.width} x {image.height} pixels is over the limit of {max_pixels:,}")
                 image.load()
                 image = ImageOps.exif_transpose(image)  # phone photos store rotation in EXIF
                 return _to_rgb(image)
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: too many pixels (over {MAX_IMAGE_PIXELS:,}), refused as a decompression bomb") from None
+        raise ImageError(f"{name}: too many pixels (over {MAX_IMAGE_PIXELS:,}), refused as a decompression bomb") from None
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: unreadable image ({error})") from None
+        raise ImageError(f"{name}: unreadable image ({error})") from None
 
 
-def _squeezed(image: Image.Image, image_size: int) -> np.ndarray:
+def squeezed(image: Image.Image, image_size: int) -> np.ndarray:
     """The whole image squeezed into the encoder's square: (image_size, image_size, 3) uint8."""
     return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
 
 
 def load_image(path, image_size: int) -> np.ndarray:
     """The image at `path` as (image_size, image_size, 3) uint8 RGB, as the encoder sees it, or ImageError."""
-    return _squeezed(open_image(path), image_size)
+    return squeezed(open_image(path), image_size)
 
 
 def fit_for_display(image: Image.Image, max_side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -81,7 +98,7 @@ def fit_for_display(image: Image.Image, max_side: int = DISPLAY_SIDE) -> np.ndar
 def load_images(path, image_size: int, max_side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """(encoder input (S, S, 3), display image (H, W, 3) with its own aspect ratio), decoding the file once."""
     image = open_image(path)
-    return _squeezed(image, image_size), fit_for_display(image, max_side)
+    return squeezed(image, image_size), fit_for_display(image, max_side)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:

@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import ops

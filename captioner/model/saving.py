@@ -17,7 +17,6 @@ from captioner.model.shipped import SHIPPED_MODEL, default_model_path  # noqa: F
 from captioner.model.storage_rounding import PACKED_MIN_VALUES, packed_decimal_digits
 from captioner.utils.atomic import atomic_path
 
-
 WEIGHT_STORAGES = ("float32", "float16", "packed")
 
 

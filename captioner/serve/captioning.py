@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from captioner.data.images import ImageError, _squeezed, _to_rgb
+from captioner.data.images import open_image_bytes, squeezed
 
 # Uploads larger than this many pixels are refused before they are decoded (a 2 KB PNG can claim 100,000 x
 # 100,000 pixels: a decompression bomb). 40 megapixels is more than any phone camera's photo.
@@ -36,25 +35,7 @@ def _load_models(paths: dict[str, str]) -> None:
 
 def decode_upload(data: bytes, name: str, image_size: int) -> np.ndarray:
     """An uploaded file's bytes -> the encoder's input (S, S, 3) uint8, or ImageError saying what is wrong."""
-    if not data:
-        raise ImageError(f"{name}: empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > MAX_UPLOAD_PIXELS:  # from the header alone, before any decoding
-                    raise ImageError(f"{name}: {width} x {height} pixels is over the limit of {MAX_UPLOAD_PIXELS:,}")
-                image.load()
-                return _squeezed(_to_rgb(ImageOps.exif_transpose(image)), image_size)
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: too many pixels, refused as a decompression bomb") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, ImageError):
-            raise
-        raise ImageError(f"{name}: unreadable image ({error})") from None
+    return squeezed(open_image_bytes(data, name, MAX_UPLOAD_PIXELS), image_size)
 
 
 def caption_upload(model: str, data: bytes, name: str, beam_size: int) -> dict:

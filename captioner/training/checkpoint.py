@@ -28,9 +28,8 @@ def save_checkpoint(path, model_variables, optimizer_variables, state: dict) -> 
         "model_names": np.array([v.path for v in model_variables]),
         "state": np.array(json.dumps({**state, "format_version": FORMAT_VERSION})),
     }
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as file:
-            np.savez(file, **arrays)
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, **arrays)
 
 
 def load_checkpoint(path, model_variables, optimizer_variables=None) -> dict:
