@@ -4,7 +4,6 @@
 // the [row, column] a hard-attention model read) or null}.
 "use strict";
 const DIM = 0.25;  // brightness left where the model did not look, as in the PNG overlays
-const entries = JSON.parse(document.getElementById("report-data").textContent);
 
 function drawEntry(canvas, image, entry, wordIndex) {
   const context = canvas.getContext("2d");
