@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                 return
             elapsed = 1 - (deadline - time.time()) / args.seconds  # share of the run gone by
             with lock:
-                send_bad = bad_due[0] < args.bad and bad_due[0] < elapsed * args.bad + 1
+                send_bad = bad_due[0] < args.bad and bad_due[0] < elapsed / 0.8 * args.bad + 1  # all within 80 %
                 if send_bad:
                     bad_due[0] += 1
             name, data = photos[rng.randrange(len(photos))]

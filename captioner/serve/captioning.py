@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -57,9 +58,14 @@ def caption_upload(model: str, data: bytes, name: str, beam_size: int) -> dict:
     }
 
 
+# Each worker computes on one thread: with BLAS's own threads, two workers on 2 cores would fight over them.
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
 def make_pool(paths: dict[str, str], workers: int) -> ProcessPoolExecutor:
     """`workers` processes, started fresh (spawn: no copy of the server's event loop or sockets), each with
-    every model loaded."""
+    every model loaded and one thread of computation."""
+    os.environ.update(ONE_THREAD)  # the spawned workers inherit it before they import NumPy
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load_models,
                                initargs=(paths,))
 
