@@ -28,7 +28,7 @@ COMMANDS = {
     "ensemble": ("captioner.cli.ensemble", "average several trained models' decoders into one model file"),
     "compare": ("captioner.evaluation.compare", "paired bootstrap of BLEU-4 and CIDEr-D between two models' captions"),
     "grounding": ("captioner.evaluation.grounding", "where attention lands on real photos (Flickr30k Entities boxes)"),
-    "export": ("captioner.cli.export", "a TensorFlow SavedModel with the beam search inside, loadable without captioner"),
+    "export": ("captioner.cli.export", "a SavedModel and a LiteRT file with the beam search inside, loadable without captioner"),
     "serve": ("captioner.cli.serve", "a local web page and JSON API: drop a photo, see where the model looked"),
 }
 

@@ -1,12 +1,13 @@
-"""Export a trained model as a TensorFlow SavedModel with its beam search inside.
+"""Export a trained model as a TensorFlow SavedModel and a LiteRT file with its beam search inside.
 
-    captioner export MODEL OUT_DIR [--beam 3]
+    captioner export MODEL OUT_DIR [--format saved_model|litert|both] [--beam 3]
     captioner export soft exported/soft        # a shipped model by name
 
 OUT_DIR/saved_model loads with TensorFlow alone (`tf.saved_model.load`), no captioner needed: its
 `serving_default` signature takes uint8 images (B, S, S, 3) and returns every beam's word ids, words,
 lengths, scores and per-word attention; `caption_encoded` takes one JPEG or PNG file's bytes.
-OUT_DIR/captioner.json holds the vocabulary, grid and decoding. The README's "Deploy" shows the use.
+OUT_DIR/captioner.tflite runs with `ai-edge-litert` and NumPy alone: uint8 images in, attention, lengths, scores and
+word ids out. OUT_DIR/captioner.json holds the vocabulary, grid, decoding and the LiteRT outputs' order. The README's "Deploy" shows the use.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="captioner export", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a .keras model, or a shipped model by name (soft, hard)")
     parser.add_argument("out_dir")
-    parser.add_argument("--format", default="saved_model", choices=["saved_model"],
-                        help="saved_model (LiteRT: not yet, see captioner/model/export.py)")
+    parser.add_argument("--format", default="both", choices=["saved_model", "litert", "both"],
+                        help="saved_model (OUT_DIR/saved_model), litert (OUT_DIR/captioner.tflite) or both (default)")
     parser.add_argument("--beam", type=int, default=3, help="beam size, fixed in the exported graph (1 to 10)")
     args = parser.parse_args(argv)
     if not 1 <= args.beam <= 10:

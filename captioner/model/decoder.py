@@ -184,7 +184,8 @@ class DecoderWithAttention(keras.layers.Layer):
         else:  # top_k rather than argmax: the same cell (the first of ties), and an op LiteRT has
             chosen = ops.top_k(attention_weights, 1)[1][:, 0]
         chosen = ops.cast(chosen, "int32")  # (B,)
-        cell = ops.take_along_axis(features, chosen[:, None, None], axis=1)[:, 0]  # (B, D)
+        index = ops.expand_dims(ops.expand_dims(chosen, -1), -1)  # (B, 1, 1); not chosen[:, None, None], see search.py
+        cell = ops.squeeze(ops.take_along_axis(features, index, axis=1), 1)  # (B, D)
         logits, cell_state = self._read(embedded, gate * cell, state, training)
         if self.hard_state == "expected":  # the word read one cell; the memory reads the expected context
             cell_state = self._remember(embedded, gate * expected_context, state, training)[1]

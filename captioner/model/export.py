@@ -1,4 +1,4 @@
-"""Export a captioner where TensorFlow models go: a SavedModel with the decoding inside.
+"""Export a captioner where TensorFlow models go: a SavedModel and a LiteRT file with the decoding inside.
 
 The serving function takes images, uint8 pixels (B, S, S, 3) at the encoder's size, and runs the encoder and
 the model's own beam search (`captioner.model.search`: one `tf.while_loop`, so the graph holds one decoder step)
@@ -10,7 +10,8 @@ returns every finished beam, best first:
     scores     (B, K)    float32 log p / length ** length_penalty
     attention  (B, K, T, L)      the map each word was chosen with (L = rows x columns of the grid)
 
-The SavedModel also returns `words` (B, K, T) as strings ("" past the end) and has a second signature,
+The LiteRT file (`captioner.tflite`, LiteRT's builtin ops only, so `ai-edge-litert` runs it without TensorFlow)
+returns the same four, in the order of `LITERT_OUTPUTS`. The SavedModel also returns `words` (B, K, T) as strings ("" past the end) and has a second signature,
 `caption_encoded`, that takes one encoded JPEG or PNG (a scalar string) and squeezes it to the encoder's size.
 `captioner.json` beside the files holds the vocabulary, the grid and the decoding, for runtimes without strings.
 """
@@ -21,13 +22,15 @@ import json
 from pathlib import Path
 
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from captioner.model.search import beam_search
 from captioner.utils.atomic import atomic_write_text
 
-# "litert" (a .tflite file) converts only as far as a StridedSlice inside the search's loop today (the
-# converter's builtins lack its new-axis form): not offered yet.
-FORMATS = ("saved_model",)
+FORMATS = ("saved_model", "litert", "both")
+LITERT_FILE = "captioner.tflite"
+# The LiteRT file's outputs, in its order (the converter sorts the serving function's keys and drops the names).
+LITERT_OUTPUTS = ("attention", "lengths", "scores", "word_ids")
 METADATA_FILE = "captioner.json"
 
 
@@ -68,8 +71,9 @@ class ExportedCaptioner(tf.Module):
                 "hard_attention": bool(getattr(captioner.decoder, "hard_attention", False))}
 
 
-def export(captioner, out_dir, format: str = "saved_model", beam_size: int = 3) -> list[Path]:
-    """Write the SavedModel (OUT_DIR/saved_model) with OUT_DIR/captioner.json; returns the paths written."""
+def export(captioner, out_dir, format: str = "both", beam_size: int = 3) -> list[Path]:
+    """Write the SavedModel (OUT_DIR/saved_model) and/or the LiteRT file (OUT_DIR/captioner.tflite), with
+    OUT_DIR/captioner.json; returns the paths written."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
     if not 1 <= beam_size <= 10:
@@ -80,7 +84,7 @@ def export(captioner, out_dir, format: str = "saved_model", beam_size: int = 3) 
     size = module.image_size
     written = []
     saved_model = out_dir / "saved_model"
-    if format == "saved_model":
+    if format in ("saved_model", "both"):
         module.caption = tf.function(lambda images: module.with_words(module.decode(images)), autograph=False,
                                      input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
 
@@ -97,6 +101,16 @@ def export(captioner, out_dir, format: str = "saved_model", beam_size: int = 3) 
         tf.saved_model.save(module, str(saved_model), signatures={
             "serving_default": module.caption, "caption_encoded": module.caption_encoded})
         written.append(saved_model)
-    atomic_write_text(out_dir / METADATA_FILE, json.dumps(module.metadata()))
+    if format in ("litert", "both"):
+        pixels = tf.function(lambda images: module.decode(images), autograph=False,
+                             input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+        # The variables become constants first: the converter does not freeze those read inside the search's
+        # loop, and the file would hold no weights.
+        frozen = convert_variables_to_constants_v2(pixels.get_concrete_function())
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        (out_dir / LITERT_FILE).write_bytes(converter.convert())
+        written.append(out_dir / LITERT_FILE)
+    atomic_write_text(out_dir / METADATA_FILE, json.dumps({**module.metadata(), "litert_outputs": LITERT_OUTPUTS}))
     written.append(out_dir / METADATA_FILE)
     return written

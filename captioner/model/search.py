@@ -17,6 +17,11 @@ import tensorflow as tf
 from captioner.model.search_constants import NEGATIVE_INFINITY, PAD_ID, START_ID, UNKNOWN_ID
 
 
+def _last_axis(tensor) -> tf.Tensor:
+    """tensor[..., None], written with expand_dims: LiteRT's strided slice has no new-axis form (`captioner export`)."""
+    return tf.expand_dims(tensor, -1)
+
+
 def _word_penalty(vocabulary_size: int, word_ids) -> tf.Tensor:
     """(V,) zeros, with NEGATIVE_INFINITY at `word_ids`: added to logits to forbid those words."""
     forbidden = tf.reduce_sum(tf.one_hot(word_ids, vocabulary_size), axis=0)
@@ -52,8 +57,8 @@ def greedy_search(decoder, features, start_id: int, end_id: int, max_length: int
         words = tf.argmax(logits, axis=-1, output_type=tf.int32)
         words = tf.where(step == max_length, end_id, words)  # out of room: every caption ends here
         is_step = columns == step  # (T,): the column this step fills
-        all_words = tf.where(is_step, words[:, None], all_words)
-        all_weights = tf.where(is_step[:, None], attention_weights[:, None, :], all_weights)
+        all_words = tf.where(is_step, _last_axis(words), all_words)
+        all_weights = tf.where(_last_axis(is_step), tf.expand_dims(attention_weights, 1), all_weights)
         return step + 1, words, state, all_words, all_weights
 
     all_words = tf.zeros([batch, steps], tf.int32)  # filled in column by column
@@ -93,12 +98,12 @@ def repeated_ngram_penalty(words, step, n: int, vocabulary_size: int):
     columns = words.shape[2]
     starts = tf.range(max(columns - n + 1, 0))  # every column an n-gram can start at (P of them)
     offsets = tf.range(n - 1)
-    prefixes = tf.gather(words, starts[:, None] + offsets[None, :], axis=2)  # (B, K, P, n - 1)
+    prefixes = tf.gather(words, _last_axis(starts) + tf.expand_dims(offsets, 0), axis=2)  # (B, K, P, n - 1)
     last = tf.gather(words, tf.maximum(step - (n - 1) + offsets, 0), axis=2)  # (B, K, n - 1): the beam's end
     written = starts + n - 1 < step  # the n-gram at i is complete before this step
-    repeats = tf.logical_and(tf.reduce_all(prefixes == last[:, :, None, :], axis=-1), written)  # (B, K, P)
+    repeats = tf.logical_and(tf.reduce_all(prefixes == tf.expand_dims(last, 2), axis=-1), written)  # (B, K, P)
     following = tf.gather(words, starts + n - 1, axis=2)  # (B, K, P): the word each such n-gram went on with
-    banned = tf.reduce_max(tf.one_hot(following, vocabulary_size) * tf.cast(repeats, tf.float32)[..., None], axis=2)
+    banned = tf.reduce_max(tf.one_hot(following, vocabulary_size) * _last_axis(tf.cast(repeats, tf.float32)), axis=2)
     return banned * NEGATIVE_INFINITY  # finite, so 0 x it stays 0
 
 
@@ -171,7 +176,7 @@ def beam_search(
             log_probs += repeated_ngram_penalty(alive_words, step, no_repeat_ngram, vocabulary_size)
 
         # Every beam times every word: the 2K best candidates per image.
-        candidates = tf.reshape(alive_scores[..., None] + log_probs, [batch, beams * vocabulary_size])
+        candidates = tf.reshape(_last_axis(alive_scores) + log_probs, [batch, beams * vocabulary_size])
         scores, flat_indices = tf.math.top_k(candidates, k=2 * beams)  # (B, 2K)
         parent = flat_indices // vocabulary_size  # which beam each candidate continues
         next_words = flat_indices % vocabulary_size
@@ -179,12 +184,12 @@ def beam_search(
 
         # Each candidate's history: its parent's, with the new word and map in column `step`.
         is_step = tf.reshape(columns == step, [1, 1, steps])
-        history = tf.where(is_step, next_words[..., None], pick(alive_words, parent))
+        history = tf.where(is_step, _last_axis(next_words), pick(alive_words, parent))
         weights = pick(tf.reshape(attention_weights, [batch, beams, locations]), parent)
-        weight_history = tf.where(is_step[..., None], weights[:, :, None, :], pick(alive_weights, parent))
+        weight_history = tf.where(_last_axis(is_step), tf.expand_dims(weights, 2), pick(alive_weights, parent))
 
         # Finished: candidates among the K best that end, merged into the pool of the K best.
-        among_best = tf.range(2 * beams)[None, :] < beams
+        among_best = tf.expand_dims(tf.range(2 * beams), 0) < beams
         normalised = scores / length_normalisers[step]
         new_finished = tf.where(tf.logical_and(ends, among_best), normalised, NEGATIVE_INFINITY)  # LiteRT has no BitwiseAnd
         pool_scores = tf.concat([finished_scores, new_finished], axis=1)  # (B, 3K)
@@ -196,7 +201,7 @@ def beam_search(
         alive_scores, keep = tf.math.top_k(tf.where(ends, NEGATIVE_INFINITY, scores), k=beams)
         alive_words, alive_weights = pick(history, keep), pick(weight_history, keep)
         beam_parent = pick(parent, keep)
-        flat_parent = tf.reshape(beam_parent + tf.range(batch)[:, None] * beams, [-1])  # index into B * K
+        flat_parent = tf.reshape(beam_parent + _last_axis(tf.range(batch)) * beams, [-1])  # index into B * K
         state = [tf.gather(s, flat_parent) for s in state]
         words = tf.reshape(pick(next_words, keep), [-1])
         return (step + 1, words, state, alive_scores, alive_words, alive_weights,
