@@ -223,3 +223,13 @@ def test_upload_a_photo_in_the_page_and_hovering_a_word_changes_the_map(server, 
     assert not np.array_equal(plain, first) and not np.array_equal(first, second)
     assert any("JSON" in text for text in downloads) and any("PNG" in text for text in downloads)
     print(f"caption on the page {seconds:.2f} s after the upload")
+
+
+def test_an_upload_that_takes_too_long_ends_with_504():
+    server = Server("--model", "soft", "--workers", "1", "--timeout", "0.001")
+    try:
+        status, result, _ = server.post({"beam": "10"}, {"image": ("photo.jpg", _photo(5, (640, 480)))})
+        assert status == 504 and "longer than" in result["error"]
+        assert json.loads(urllib.request.urlopen(server.url + "/api/health", timeout=5).read())["status"] == "ok"
+    finally:
+        assert server.stop() == 0
