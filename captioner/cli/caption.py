@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # TensorFlow loads after the flags are read (and quietly); ma
     from captioner.numpy_model import NumpyCaptioner
     from captioner.visualize.report import ReportEntry
 
-ATTENTION_DECIMALS = 4
 DEFAULT_COLORMAP = "inferno"
 ENGINES = ("auto", "numpy", "keras")
 # With more photos than this, `--engine auto` uses the Keras model: its start-up (importing TensorFlow,
@@ -85,19 +84,9 @@ def caption_files(captioner: Captioner | NumpyCaptioner, paths: list[str], beam_
 
 def result_json(result: Result, captioner: Captioner) -> str:
     """One JSON line: path, caption, words and each word's attention grid (rows x columns)."""
-    caption = result.caption
-    return json.dumps(
-        {
-            "path": result.path,
-            "caption": caption.text,
-            "words": caption.words,
-            "grid": list(captioner.grid),
-            "attention": np.round(caption.attention[: len(caption.words)], ATTENTION_DECIMALS).tolist(),
-            "score": caption.score,
-            **({"chosen_cells": caption.chosen_cells[: len(caption.words)]} if caption.chosen_cells else {}),
-            "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
-        }
-    )
+    from captioner.model.caption import caption_json
+
+    return json.dumps({"path": result.path, **caption_json(result.caption, captioner.grid)})
 
 
 def overlay_path(overlay_dir, image_path: str, index: int) -> Path:

@@ -43,3 +43,21 @@ def best_caption(vocabulary: Vocabulary, grid: tuple[int, int], word_ids, weight
     if marks_chosen_cells:
         chosen = [tuple(int(i) for i in np.unravel_index(np.argmax(m), m.shape)) for m in attention]
     return Caption(words, attention, None if np.isnan(scores[0]) else float(scores[0]), alternatives, chosen)
+
+
+ATTENTION_DECIMALS = 4
+
+
+def caption_json(caption: Caption, grid) -> dict:
+    """What `predict.py --json` and `captioner serve` say of a caption: its words, each word's attention grid
+    (rows x columns), the score, the cells a hard-attention model read, and the other beams."""
+    return {
+        "caption": caption.text,
+        "words": caption.words,
+        "grid": list(grid),
+        "attention": np.round(caption.attention[: len(caption.words)], ATTENTION_DECIMALS).tolist(),
+        "score": caption.score,
+        **({"chosen_cells": [list(cell) for cell in caption.chosen_cells[: len(caption.words)]]}
+           if caption.chosen_cells else {}),
+        "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
+    }

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.data.images import open_image_bytes, squeezed
+from captioner.model.caption import caption_json
 
 # Uploads larger than this many pixels are refused before they are decoded (a 2 KB PNG can claim 100,000 x
 # 100,000 pixels: a decompression bomb). 40 megapixels is more than any phone camera's photo.
@@ -44,18 +45,7 @@ def caption_upload(model: str, data: bytes, name: str, beam_size: int) -> dict:
     captioner = _models[model]
     image = decode_upload(data, name, captioner.encoder.image_size)
     caption = captioner.caption(image[None], beam_size)[0]
-    return {
-        "name": name,
-        "model": model,
-        "caption": caption.text,
-        "words": caption.words,
-        "grid": list(captioner.grid),
-        "attention": np.round(caption.attention[: len(caption.words)], 4).tolist(),
-        "score": caption.score,
-        **({"chosen_cells": [list(cell) for cell in caption.chosen_cells[: len(caption.words)]]}
-           if caption.chosen_cells else {}),
-        "alternatives": [{"caption": text, "score": score} for text, score in caption.alternatives],
-    }
+    return {"name": name, "model": model, **caption_json(caption, captioner.grid)}
 
 
 # Each worker computes on one thread: with BLAS's own threads, two workers on 2 cores would fight over them.
