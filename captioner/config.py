@@ -83,7 +83,7 @@ class Config:
     # attention supervision (Liu et al. 2017): alpha pulled toward the boxes of the training captions' phrases
     attention_supervision: str | None = None  # a Flickr30k Entities folder (Annotations/, Sentences/); None: off
     supervision_weight: float = 1.0  # weight of the attention supervision loss beside the cross-entropy
-    supervision_loss: str = "cross-entropy"  # or "mass": -log of the attention inside the boxes (objectives.py)
+    supervision_loss: str = "cross-entropy"  # or "mass" (-log of the attention inside the boxes), "pointing" (objectives.py)
 
     # knowledge distillation (Hinton et al. 2015): a trained model's next-word distributions as a second target
     distill_from: str | None = None  # the teacher: a .keras model (an ensemble too) with the same vocabulary; None: off

@@ -144,9 +144,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="a Flickr30k Entities folder (Annotations/, Sentences/): pull each word's attention toward the boxes "
              "of its phrase in the training captions (Liu et al. 2017); dev and test boxes are never used")
     add("--supervision-weight", type=float, metavar="W", help="weight of the attention supervision loss (1.0)")
-    add("--supervision-loss", choices=["cross-entropy", "mass"],
+    add("--supervision-loss", choices=["cross-entropy", "mass", "pointing"],
         help="cross-entropy: alpha toward the boxes' map, spread over them by cover (Liu et al.; the default); "
-             "mass: -log of the attention inside the boxes, wherever in them it lands")
+             "mass: -log of the attention inside the boxes, wherever in them it lands; "
+             "pointing: the mass of alpha^4 renormalised, which pulls attention's peak (a hard model's cell) inside")
     add("--distill-from", metavar="TEACHER.keras",
         help="learn a trained model's next-word distributions beside the captions' words (Hinton et al. 2015): "
              "e.g. a stronger ensemble into one decoder; the same vocabulary, any encoder")
