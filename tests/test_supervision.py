@@ -14,7 +14,7 @@ from captioner.cli import train
 from captioner.config import Config
 from captioner.data import pipeline
 from captioner.training import Trainer, attention_supervision_loss
-from captioner.training.objectives import attention_mass_loss
+from captioner.training.objectives import attention_mass_loss, attention_pointing_loss
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "fixtures" / "flickr8k"
 CENTRE = 4  # of the 3x3 grid the small test models see
@@ -45,6 +45,35 @@ def test_the_mass_loss_is_the_attention_outside_the_boxes_wherever_inside_it_lan
     # The cross-entropy would still pull that map toward the whole box (cell 1 too).
     assert float(attention_supervision_loss(inside, box)) > 1.0
     assert float(attention_mass_loss(alpha, np.zeros_like(box))) == 0.0  # nothing supervised: no loss
+
+
+def test_the_pointing_loss_scores_where_the_peak_lies_not_the_spread():
+    box = np.zeros((1, 2, 4), np.float32)  # word 0 names a box covering cells 0 and 1
+    box[0, 0] = [0.5, 0.5, 0.0, 0.0]
+    spread_inside = np.array([[[0.3, 0.3, 0.4, 0.0], [0.25] * 4]], np.float32)  # 60 % inside, peak outside
+    peak_inside = np.array([[[0.45, 0.0, 0.3, 0.25], [0.25] * 4]], np.float32)  # 45 % inside, peak inside
+    # The mass loss prefers the first map; the pointing loss, like the pointing game, the second.
+    assert float(attention_mass_loss(spread_inside, box)) < float(attention_mass_loss(peak_inside, box))
+    assert float(attention_pointing_loss(spread_inside, box)) > float(attention_pointing_loss(peak_inside, box))
+    # At sharpness 1 it is the mass loss; its value is the mass of alpha^s renormalised.
+    assert float(attention_pointing_loss(spread_inside, box, sharpness=1.0)) == pytest.approx(
+        float(attention_mass_loss(spread_inside, box)), rel=1e-5)
+    sharpened = spread_inside[0, 0] ** 4 / np.sum(spread_inside[0, 0] ** 4)
+    assert float(attention_pointing_loss(spread_inside, box)) == pytest.approx(-np.log(sharpened[:2].sum()), rel=1e-4)
+
+
+def test_training_with_the_pointing_loss_moves_the_peak_into_the_box():
+    config = Config(batch_size=4, learning_rate=1e-2, lr_schedule="constant", supervision_weight=1.0,
+                    supervision_loss="pointing")
+    captioner = make_captioner(feature_units=16, units=16)
+    features, tokens = _batch(captioner)
+    maps = np.zeros((len(tokens), tokens.shape[1] - 1, captioner.feature_shape[0]), np.float32)
+    maps[..., CENTRE] = 1.0
+    before = _centre_attention(captioner, features, tokens)
+    trainer = Trainer(captioner, config)
+    for _ in range(8):
+        trainer.train_step(features, tokens, maps)
+    assert _centre_attention(captioner, features, tokens) > before + 0.05
 
 
 def test_training_with_the_mass_loss_pulls_attention_into_the_box():
