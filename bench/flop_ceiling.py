@@ -1,7 +1,12 @@
 """How close training comes to what the machine can do: decoder FLOPs per caption against the matmul rate.
 
-    python bench/flop_ceiling.py                         # uses the latest `ours` row of train_speed.jsonl
-    python bench/flop_ceiling.py --captions-per-second 300
+    python bench/flop_ceiling.py                         # measures the training rate now, in this run
+    python bench/flop_ceiling.py --captions-per-second 300   # or takes it from you
+    python bench/flop_ceiling.py --stored                # or from the latest `ours` row of train_speed.jsonl
+
+The fraction is only meaningful when the training rate and the matmul rate come from the same machine on
+the same day, under the same load, so by default both are measured here, one after the other
+(bench/train_speed.py's `ours` variant in a process of its own, then tf.matmul).
 
 1. Count the floating-point operations of one training caption for the Flickr8k model, layer
    by layer (a multiply-add is 2 FLOPs; the backward pass costs about twice the forward, so a
@@ -20,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import common
 
@@ -28,9 +34,14 @@ BATCH = 64
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--captions-per-second", type=float, help="training throughput (default: the latest "
-                        "`ours` row of bench/results/train_speed.jsonl)")
-    parser.add_argument("--decoder-steps", type=float, help="decoder steps per caption, padding included (same default)")
+    parser.add_argument("--captions-per-second", type=float, help="training throughput (default: measured now with "
+                        "bench/train_speed.py's `ours` variant)")
+    parser.add_argument("--stored", action="store_true", help="take the throughput from the latest `ours` row of "
+                        "bench/results/train_speed.jsonl instead of measuring it (its date and machine are printed)")
+    parser.add_argument("--data-dir", default=str(common.FLICKR8K), help="Flickr8k, for measuring the throughput")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps when measuring the throughput")
+    parser.add_argument("--decoder-steps", type=float, help="decoder steps per caption, padding included (default: "
+                        "from the throughput's measurement)")
     parser.add_argument("--vocabulary", type=int, default=None, help="vocabulary size (same default; else 2,550)")
     parser.add_argument("--seconds", type=float, default=2.0, help="time per matmul measurement")
     return parser.parse_args(argv)
@@ -91,18 +102,38 @@ def latest_training_row() -> dict | None:
     return rows[-1] if rows else None
 
 
+def measure_training_row(data_dir: str, steps: int) -> dict | None:
+    """The product's training step measured now (bench/train_speed.py's `ours`, in a process of its own)."""
+    script = Path(__file__).resolve().parent / "train_speed.py"
+    return common.run_child([sys.executable, str(script), "--one", "ours", "--data-dir", data_dir,
+                             "--steps", str(steps)], "training step (ours)")
+
+
+def training_throughput(args) -> dict:
+    """Where the captions/s come from: the command line, the stored row (--stored) or a measurement now."""
+    if args.captions_per_second:
+        return {"captions_per_second": args.captions_per_second, "source": "given"}
+    if args.stored:
+        row = latest_training_row()
+        if row:
+            print(f"Training rate from bench/results/train_speed.jsonl: {row.get('date', 'undated')}, "
+                  f"{row.get('cpu', 'unknown machine')} (not measured in this run)")
+        return {**(row or {}), "source": "stored"}
+    return {**(measure_training_row(args.data_dir, args.steps) or {}), "source": "measured"}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    training = latest_training_row() or {}
-    rate = args.captions_per_second or training.get("captions_per_second")
+    training = training_throughput(args)
+    rate = training.get("captions_per_second")
     steps = args.decoder_steps or training.get("decoder_steps_per_caption") or 13.4
     vocabulary = args.vocabulary or training.get("vocabulary") or 2550
     if rate is None:
-        print("error: no training throughput: run bench/train_speed.py first or give --captions-per-second",
-              file=sys.stderr)
+        print(f"error: no training throughput ({training['source']}): give --captions-per-second, or Flickr8k with "
+              "--data-dir to measure it", file=sys.stderr)
         return 2
 
     parts = flops_per_caption(steps, vocabulary)
@@ -125,7 +156,7 @@ def main(argv=None) -> int:
     achieved = rate * training_flops / 1e9
     print(f"\nTraining: {rate:.0f} captions/s x {training_flops / 1e6:.0f} MFLOP = {achieved:.1f} GFLOP/s, "
           f"{achieved / ceiling:.1%} of the best matmul rate ({ceiling:.1f} GFLOP/s)")
-    row = {"captions_per_second": rate, "decoder_steps_per_caption": steps, "vocabulary": vocabulary,
+    row = {"captions_per_second": rate, "throughput_source": training["source"], "decoder_steps_per_caption": steps, "vocabulary": vocabulary,
            "forward_mflops_per_caption": forward / 1e6, "training_mflops_per_caption": training_flops / 1e6,
            "matmul_gflops": rates, "ceiling_gflops": ceiling, "achieved_gflops": achieved,
            "fraction_of_ceiling": achieved / ceiling, **common.machine()}
