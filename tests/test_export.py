@@ -97,7 +97,7 @@ def test_captioner_export_refuses_a_missing_model_in_one_line(tmp_path, capsys):
     assert (tmp_path / "out" / "saved_model" / "saved_model.pb").exists()
 
 
-def test_the_readme_deploy_snippets_run_on_the_exported_hard_model(tmp_path):
+def test_the_deploy_page_snippets_run_on_the_exported_hard_model(tmp_path):
     import re
     import shutil
     from pathlib import Path
@@ -108,7 +108,7 @@ def test_the_readme_deploy_snippets_run_on_the_exported_hard_model(tmp_path):
     if not SHIPPED_MODELS["hard"].exists():
         pytest.skip("no shipped hard-attention model")
     root = Path(__file__).resolve().parent.parent
-    section = root.joinpath("README.md").read_text().split("## Deploy", 1)[1].split("\n## ", 1)[0]
+    section = root.joinpath("docs", "deploy.md").read_text()
     command = re.search(r"```bash\n(captioner export [^\n#]+)", section).group(1).split()
     snippets = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(snippets) == 2  # TensorFlow's SavedModel, then LiteRT
