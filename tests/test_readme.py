@@ -136,3 +136,49 @@ def test_every_link_resolves(document):
 def test_the_readme_stays_short():
     """A newcomer reads it in about three minutes: at most about 10,000 characters; the rest lives in docs/."""
     assert len(README.read_text()) <= 10_500
+
+
+def test_the_rebuild_script_runs_its_stages_in_order_with_flags_that_exist(tmp_path, monkeypatch):
+    """bench/rebuild_shipped.sh with a stand-in `python` that records its command lines: every stage's
+    train.py flags and every `captioner ensemble` line parse, each --init names an earlier stage's model,
+    and a second run skips the finished stages."""
+    import os
+    import subprocess
+
+    if not Path("/usr/bin/time").exists():
+        pytest.skip("the script times its stages with GNU /usr/bin/time")
+    bin_dir, log = tmp_path / "bin", tmp_path / "commands.txt"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    script = ROOT / "bench" / "rebuild_shipped.sh"
+    subprocess.run(["bash", str(script), str(out), "F8K", "ENT"], cwd=ROOT, env=environment, check=True,
+                   capture_output=True, timeout=60)
+    commands = [shlex.split(line) for line in log.read_text().splitlines()]
+    trainings = [words[1:] for words in commands if words[0] == "train.py"]
+    assert len(trainings) == 11  # A: 5 stages, B: 2, C: 3, hard: 1
+    stop_after_parsing(monkeypatch)
+    made = set()
+    for argv in trainings:
+        with pytest.raises(Parsed) as parsed:
+            importlib.import_module(SCRIPTS["train.py"]).main(argv)
+        arguments = parsed.value.args[0]
+        if arguments.init:
+            assert arguments.init in made, f"{arguments.init} is not made by an earlier stage"
+        made.add(f"{arguments.run_dir}/best.keras")
+    ensembles = [words for words in commands if words[:3] == ["-m", "captioner", "ensemble"]]
+    assert [Path(words[3]).name for words in ensembles] == ["flickr8k_mobilenetv2.keras",
+                                                            "flickr8k_mobilenetv2_hard.keras"]
+    from captioner import cli
+
+    for words in ensembles:
+        assert all(member in made for member in words[4:] if member.endswith(".keras"))
+        with pytest.raises(Parsed):
+            cli.main(words[2:])
+    log.unlink()
+    subprocess.run(["bash", str(script), str(out), "F8K", "ENT"], cwd=ROOT, env=environment, check=True,
+                   capture_output=True, timeout=60)
+    assert not any(line.startswith("train.py") for line in log.read_text().splitlines())  # all stages done
