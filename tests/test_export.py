@@ -86,6 +86,29 @@ def test_the_litert_file_runs_without_tensorflow_and_captions_like_keras(tmp_pat
         np.testing.assert_allclose(outputs["scores"][index][0], caption.score, atol=1e-4)
 
 
+def test_the_litert_file_stores_smaller_weights_on_request_and_still_captions(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    model = make_captioner(seed=7)
+    images = np.random.default_rng(2).integers(0, 255, size=(1, SMALL_IMAGE, SMALL_IMAGE, 3)).astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    sizes = {}
+    for weights in ("float32", "float16", "int8"):
+        litert, metadata = export(model, tmp_path / weights, "litert", beam_size=2, litert_weights=weights)
+        assert json.loads(metadata.read_text())["litert_weights"] == weights
+        sizes[weights] = litert.stat().st_size
+        finished = subprocess.run([sys.executable, "-I", "-c", RUN_LITERT, str(litert), str(metadata),
+                                   str(tmp_path / "images.npy")], capture_output=True, text=True, timeout=300,
+                                  cwd=tmp_path)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        outputs = json.loads(finished.stdout.strip().splitlines()[-1])
+        attention = np.asarray(outputs["attention"][0][0])[: outputs["lengths"][0][0] + 1]
+        np.testing.assert_allclose(attention.sum(axis=-1), 1.0, atol=1e-3)  # still a distribution over the grid
+    # MobileNetV2's weights dominate the file: half of them as float16, about a quarter as int8.
+    assert sizes["float16"] < 0.6 * sizes["float32"] and sizes["int8"] < 0.4 * sizes["float32"]
+    with pytest.raises(ValueError, match="LiteRT weights"):
+        export(model, tmp_path / "bad", "litert", litert_weights="int4")
+
+
 def test_captioner_export_refuses_a_missing_model_in_one_line(tmp_path, capsys):
     from captioner.cli import export as export_cli
 
