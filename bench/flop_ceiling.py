@@ -39,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--stored", action="store_true", help="take the throughput from the latest `ours` row of "
                         "bench/results/train_speed.jsonl instead of measuring it (its date and machine are printed)")
     parser.add_argument("--data-dir", default=str(common.FLICKR8K), help="Flickr8k, for measuring the throughput")
+    parser.add_argument("--feature-cache", help="where the encoder features are cached (default: the usual cache)")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps when measuring the throughput")
     parser.add_argument("--decoder-steps", type=float, help="decoder steps per caption, padding included (default: "
                         "from the throughput's measurement)")
@@ -102,11 +103,12 @@ def latest_training_row() -> dict | None:
     return rows[-1] if rows else None
 
 
-def measure_training_row(data_dir: str, steps: int) -> dict | None:
+def measure_training_row(data_dir: str, steps: int, feature_cache: str | None) -> dict | None:
     """The product's training step measured now (bench/train_speed.py's `ours`, in a process of its own)."""
     script = Path(__file__).resolve().parent / "train_speed.py"
+    cache = ["--feature-cache", feature_cache] if feature_cache else []
     return common.run_child([sys.executable, str(script), "--one", "ours", "--data-dir", data_dir,
-                             "--steps", str(steps)], "training step (ours)")
+                             "--steps", str(steps), *cache], "training step (ours)")
 
 
 def training_throughput(args) -> dict:
@@ -119,7 +121,7 @@ def training_throughput(args) -> dict:
             print(f"Training rate from bench/results/train_speed.jsonl: {row.get('date', 'undated')}, "
                   f"{row.get('cpu', 'unknown machine')} (not measured in this run)")
         return {**(row or {}), "source": "stored"}
-    return {**(measure_training_row(args.data_dir, args.steps) or {}), "source": "measured"}
+    return {**(measure_training_row(args.data_dir, args.steps, args.feature_cache) or {}), "source": "measured"}
 
 
 def main(argv=None) -> int:
