@@ -3,6 +3,7 @@
     python bench/cold_start.py                                # the shipped model, beam 3, 5 runs per setting
     python bench/cold_start.py --baseline /tmp/old_checkout   # before/after: each run also in the other checkout
     python bench/cold_start.py --sections split --variant-repeats 5
+    python bench/cold_start.py --litert exported/soft           # and an exported LiteRT file, the same photos
 
 Sections, each run in processes of their own:
   cold      the command end to end, a new process per run: median, min and max wall seconds over --repeats
@@ -12,6 +13,9 @@ Sections, each run in processes of their own:
   split     one process doing what the command does, timed in parts, with each --engine: import (the command's
             modules, and TensorFlow for the Keras model), load the model, the first caption (one photo), later
             captions (median of one photo each); --variant-repeats such processes, each part's median reported
+With --litert EXPORT_DIR (`captioner export MODEL EXPORT_DIR --format litert`), the cold section also runs
+`bench/litert_caption.py EXPORT_DIR` (ai-edge-litert, NumPy and Pillow alone) on 1, 10 and 100 photos, beside
+predict.py on 100 photos: the warm cost of a photo is (100 photos - 10 photos) / 90 for each.
 With --baseline, every run of this checkout follows one of the same command in the other checkout, so that
 both see the same machine (a shared one drifts by tens of per cent within minutes). The machine's float32 matmul rate (2048x2048, from bench/flop_ceiling.py) is measured before and after, and the
 load average is printed beside each setting: this 2-core VM is shared and its speed drifts. Photos: the first
@@ -35,6 +39,7 @@ import common
 
 SECTIONS = ["cold", "split"]
 MANY_PHOTOS = 10
+LITERT_MANY = 100  # photos for the warm comparison with --litert (predict.py's NumPy path takes up to 100)
 MATMUL_SHAPE = (2048, 2048, 2048)  # the square product bench/flop_ceiling.py reports as the machine's best rate
 MATMUL_SECONDS = 2.0
 LATER_CAPTIONS = 5  # single-photo calls timed after the first, in the split section
@@ -52,6 +57,7 @@ def parse_args(argv=None):
                         help="runs of the other settings (python -m captioner, --html, --overlay-dir) and of the split")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--engine", default="numpy,keras", help="the split section's engines (predict.py --engine)")
+    parser.add_argument("--litert", metavar="EXPORT_DIR", help="also time this exported LiteRT file (cold section)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if set(args.sections.split(",")) - set(SECTIONS + ["matmul"]):
@@ -100,7 +106,15 @@ def cold_settings(args, scratch: str) -> list[tuple[str, list[str], int, int]]:
         (f"--engine keras, {MANY_PHOTOS} photos", [python, "predict.py", *many, *options, "--engine", "keras"],
          args.repeats, MANY_PHOTOS),
     ]
+    litert = [] if not args.litert else [
+        (f"predict.py, {LITERT_MANY} photos", [python, "predict.py", *photos(LITERT_MANY), *options], args.variant_repeats,
+         LITERT_MANY),
+        *((f"LiteRT file, {count} photo{'s' if count > 1 else ''}",
+           [python, str(common.ROOT / "bench" / "litert_caption.py"), args.litert, *photos(count)],
+           args.repeats if count < LITERT_MANY else args.variant_repeats, count) for count in (1, MANY_PHOTOS, LITERT_MANY)),
+    ]
     return [
+        *litert,
         ("predict.py, 1 photo", [python, "predict.py", *one, *options], args.repeats, 1),
         (f"predict.py, {MANY_PHOTOS} photos", [python, "predict.py", *many, *options], args.repeats, MANY_PHOTOS),
         *keras,
