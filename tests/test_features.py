@@ -85,3 +85,17 @@ def test_a_shard_without_its_index_is_ignored(tmp_path, encoder, images):
 def test_encoders_with_other_weights_do_not_share_features(tmp_path, encoder, images):
     other = Encoder("mobilenet_v2", weights=None, image_size=SIZE)  # same architecture, new random weights
     assert FeatureStore(tmp_path, encoder).directory != FeatureStore(tmp_path, other).directory
+
+
+def test_many_images_are_encoded_with_litert_to_the_features_tensorflow_computes(encoder):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    from captioner.data.features import LITERT_FROM_IMAGES, compile_encoder, encode_in_memory
+    from captioner.utils.litert import LiteRTFunction
+
+    assert isinstance(compile_encoder(encoder, LITERT_FROM_IMAGES), LiteRTFunction)
+    assert not isinstance(compile_encoder(encoder, LITERT_FROM_IMAGES - 1), LiteRTFunction)  # too few to pay
+    images = np.random.default_rng(0).integers(0, 256, size=(LITERT_FROM_IMAGES + 5, SIZE, SIZE, 3), dtype=np.uint8)
+    features = encode_in_memory(encoder, images, "scenes")  # batches of 32 and a last one of 5
+    direct = np.asarray(encoder.encode_below(images[-40:].astype(np.float32)))
+    assert features.shape == (len(images), *direct.shape[1:]) and features.dtype == np.float16
+    np.testing.assert_allclose(features[-40:].astype(np.float32), direct, rtol=1e-2, atol=1e-2)  # float16 storage

@@ -33,6 +33,7 @@ import tensorflow as tf
 from captioner.data.images import ImageError, jitter_colours, load_image
 from captioner.utils.atomic import atomic_path, atomic_write_text
 from captioner.utils.graph import compile_function
+from captioner.utils.litert import litert_function
 from captioner.utils.progress import progress_bar
 
 SHARD_SIZE = 4096  # images per shard: an interrupted extraction loses at most this many
@@ -40,21 +41,32 @@ BATCH = 32
 DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
 
 
-def compile_encoder(encoder):
-    """The encoder's frozen part as one tf.function for any batch size (a single trace)."""
+# Images from which the encoder's frozen part runs with LiteRT: converting it takes 1 to 2 s, which LiteRT's
+# kernels win back after a few hundred images (5x TensorFlow's speed on MobileNetV2; bench/RESULTS.md).
+LITERT_FROM_IMAGES = 256
+
+
+def compile_encoder(encoder, images: int = 0):
+    """The encoder's frozen part as one function for any batch size: float32 images (B, S, S, 3) -> NumPy features.
+
+    For `images` >= LITERT_FROM_IMAGES it runs with LiteRT where ai-edge-litert is installed (the features
+    differ from TensorFlow's by about 1e-5, below the float16 cache's rounding); otherwise one tf.function.
+    """
     size = encoder.image_size
-    return compile_function(encoder.encode_below, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+    function = compile_function(encoder.encode_below, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+    fast = litert_function(function) if images >= LITERT_FROM_IMAGES else None
+    return fast or (lambda batch: function(batch).numpy())
 
 
 def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:
     """What the cache would hold for images in memory (synthetic scenes), as float16: (N, L', D')."""
-    encode = compile_encoder(encoder)
+    encode = compile_encoder(encoder, len(images))
     progress = progress_bar(len(images), unit_name="image")
     print(f"Encoding {description}: {len(images)} images")
     chunks = []
     for start in range(0, len(images), BATCH):
         batch = images[start : start + BATCH]
-        chunks.append(encode(batch.astype(np.float32)).numpy().astype(np.float16))
+        chunks.append(np.asarray(encode(batch.astype(np.float32))).astype(np.float16))
         progress.add(len(batch))
     return np.concatenate(chunks)
 
@@ -182,7 +194,7 @@ class FeatureStore:
         print(f"Encoding {len(missing)} {description} into {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
         size = self.encoder.image_size
-        encode = compile_encoder(self.encoder)
+        encode = compile_encoder(self.encoder, len(missing))
         progress = progress_bar(len(missing), unit_name="image")
         started = time.perf_counter()
 
@@ -207,7 +219,7 @@ class FeatureStore:
                             good_paths.append(path)
                             good_images.append(image)
                     if good_images:
-                        chunks.append(encode(np.stack(good_images).astype(np.float32)).numpy().astype(np.float16))
+                        chunks.append(np.asarray(encode(np.stack(good_images).astype(np.float32))).astype(np.float16))
                         shard_keys.extend(keys[path] for path in good_paths)
                     progress.add(len(batch))
                 if chunks:

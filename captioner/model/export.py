@@ -22,15 +22,12 @@ import json
 from pathlib import Path
 
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from captioner.model.search import beam_search
+from captioner.utils import litert
 from captioner.utils.atomic import atomic_path, atomic_write_text
 
 FORMATS = ("saved_model", "litert", "both")
-# How the LiteRT file stores its weights: float32 as trained; float16 (half the size, computed in float32);
-# int8 (a quarter: each weight matrix quantised per channel, LiteRT's dynamic-range quantisation).
-LITERT_WEIGHTS = ("float32", "float16", "int8")
 LITERT_FILE = "captioner.tflite"
 # The LiteRT file's outputs, in its order (the converter sorts the serving function's keys and drops the names).
 LITERT_OUTPUTS = ("attention", "lengths", "scores", "word_ids")
@@ -79,8 +76,8 @@ def export(captioner, out_dir, format: str = "both", beam_size: int = 3, litert_
     stored as `litert_weights`), with OUT_DIR/captioner.json; returns the paths written."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
-    if litert_weights not in LITERT_WEIGHTS:
-        raise ValueError(f"unknown LiteRT weights {litert_weights!r}; use one of {', '.join(LITERT_WEIGHTS)}")
+    if litert_weights not in litert.WEIGHT_STORAGE:
+        raise ValueError(f"unknown LiteRT weights {litert_weights!r}; use one of {', '.join(litert.WEIGHT_STORAGE)}")
     if not 1 <= beam_size <= 10:
         raise ValueError(f"beam size must be from 1 to 10, not {beam_size}")
     out_dir = Path(out_dir)
@@ -109,17 +106,8 @@ def export(captioner, out_dir, format: str = "both", beam_size: int = 3, litert_
     if format in ("litert", "both"):
         pixels = tf.function(lambda images: module.decode(images), autograph=False,
                              input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
-        # The variables become constants first: the converter does not freeze those read inside the search's
-        # loop, and the file would hold no weights.
-        frozen = convert_variables_to_constants_v2(pixels.get_concrete_function())
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if litert_weights != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if litert_weights == "float16":
-            converter.target_spec.supported_types = [tf.float16]
         with atomic_path(out_dir / LITERT_FILE) as temporary:
-            Path(temporary).write_bytes(converter.convert())
+            Path(temporary).write_bytes(litert.convert(pixels.get_concrete_function(), litert_weights))
         written.append(out_dir / LITERT_FILE)
     metadata = {**module.metadata(), "litert_outputs": LITERT_OUTPUTS}
     if format in ("litert", "both"):
