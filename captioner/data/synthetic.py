@@ -83,13 +83,13 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, centre, radius, fill) -> 
 
 def _background(rng: np.random.Generator, size: int, textured: bool) -> np.ndarray:
     base = rng.uniform(90, 160)
-    image = np.full((size, size, 3), base, dtype=np.float32)
+    grey = np.full((size, size), base, dtype=np.float32)  # the same in every channel: computed once, then copied
     if textured:
         # Low-frequency noise: blocks of random grey, smoothed by upsampling.
         coarse = rng.normal(0, 18, size=(8, 8)).astype(np.float32)
         smooth = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR))
-        image += smooth[..., None] + rng.normal(0, 6, size=(size, size, 1))
-    return np.clip(image, 0, 255).astype(np.uint8)
+        grey += smooth + rng.normal(0, 6, size=(size, size, 1))[..., 0]
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def _place_objects(rng: np.random.Generator, radii: list[float], size: int) -> list[tuple[float, float]] | None:
