@@ -11,11 +11,14 @@ runtime alone runs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from captioner.utils.quiet import quiet_stderr
 
 # How a file stores its weights: float32 as trained; float16 (half the size, computed in float32); int8 (about a
 # quarter: each weight matrix quantised per channel, LiteRT's dynamic-range quantisation).
@@ -26,13 +29,29 @@ def convert(function: tf.types.experimental.ConcreteFunction, weights: str = "fl
     """A concrete function as the bytes of a `.tflite` file, its weights stored as `weights`."""
     if weights not in WEIGHT_STORAGE:
         raise ValueError(f"unknown LiteRT weights {weights!r}; use one of {', '.join(WEIGHT_STORAGE)}")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+    frozen = convert_variables_to_constants_v2(function)
+    with quiet_stderr(), _absl_errors_only():  # the converter's deprecation notices
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if weights != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if weights == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    with quiet_stderr(), _absl_errors_only():
+        return converter.convert()
+
+
+@contextlib.contextmanager
+def _absl_errors_only():
+    """absl's Python logging (the converter's warnings) at ERROR while the block runs."""
+    from absl import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 class LiteRTFunction:
@@ -41,7 +60,9 @@ class LiteRTFunction:
     def __init__(self, model: bytes):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_content=model, num_threads=usable_cores())
+        with quiet_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self.interpreter = Interpreter(model_content=model, num_threads=usable_cores())
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch_shape = None

@@ -6,6 +6,7 @@ CPU machine). The command-line tools import it with stderr pointed at a temporar
 that file only if the import fails.
 """
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -24,6 +25,29 @@ def import_tensorflow_quietly() -> None:
             import tensorflow
 
             tensorflow.config.list_physical_devices()  # device set-up prints its own notices
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 pointed at a temporary file while the block runs; shown only if the block fails.
+
+    For C++ notices that no Python setting reaches: LiteRT's "Created TensorFlow Lite XNNPACK delegate",
+    the converter's deprecation warnings.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
