@@ -92,8 +92,11 @@ def test_many_images_are_encoded_with_litert_to_the_features_tensorflow_computes
     from captioner.data.features import LITERT_FROM_IMAGES, compile_encoder, encode_in_memory
     from captioner.utils.litert import LiteRTFunction
 
-    assert isinstance(compile_encoder(encoder, LITERT_FROM_IMAGES), LiteRTFunction)
-    assert not isinstance(compile_encoder(encoder, LITERT_FROM_IMAGES - 1), LiteRTFunction)  # too few to pay
+    fresh = Encoder("mobilenet_v2", weights=None, image_size=SIZE)
+    assert not isinstance(compile_encoder(fresh, LITERT_FROM_IMAGES - 1), LiteRTFunction)  # too few to pay
+    converted = compile_encoder(fresh, LITERT_FROM_IMAGES)
+    assert isinstance(converted, LiteRTFunction)
+    assert compile_encoder(fresh, 1) is converted  # converted once per encoder, then used for any number
     images = np.random.default_rng(0).integers(0, 256, size=(LITERT_FROM_IMAGES + 5, SIZE, SIZE, 3), dtype=np.uint8)
     features = encode_in_memory(encoder, images, "scenes")  # batches of 32 and a last one of 5
     direct = np.asarray(encoder.encode_below(images[-40:].astype(np.float32)))

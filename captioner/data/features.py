@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+import weakref
 import zlib
 from pathlib import Path
 
@@ -42,20 +43,23 @@ DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / 
 
 
 # Images from which the encoder's frozen part runs with LiteRT: converting it takes 1 to 2 s, which LiteRT's
-# kernels win back after a few hundred images (5x TensorFlow's speed on MobileNetV2; bench/RESULTS.md).
-LITERT_FROM_IMAGES = 256
+# kernels win back after about a hundred images (5x TensorFlow's speed on MobileNetV2; bench/RESULTS.md).
+LITERT_FROM_IMAGES = 100
+_converted = weakref.WeakKeyDictionary()  # encoder -> its frozen part as a LiteRTFunction, converted once
 
 
 def compile_encoder(encoder, images: int = 0):
     """The encoder's frozen part as one function for any batch size: float32 images (B, S, S, 3) -> NumPy features.
 
-    For `images` >= LITERT_FROM_IMAGES it runs with LiteRT where ai-edge-litert is installed (the features
-    differ from TensorFlow's by about 1e-5, below the float16 cache's rounding); otherwise one tf.function.
+    For `images` >= LITERT_FROM_IMAGES (or once converted for this encoder) it runs with LiteRT where
+    ai-edge-litert is installed (the features differ from TensorFlow's by about 1e-5, below the float16 cache's
+    rounding); otherwise one tf.function.
     """
     size = encoder.image_size
     function = compile_function(encoder.encode_below, [tf.TensorSpec([None, size, size, 3], tf.float32)])
-    fast = litert_function(function) if images >= LITERT_FROM_IMAGES else None
-    return fast or (lambda batch: function(batch).numpy())
+    if encoder not in _converted and images >= LITERT_FROM_IMAGES:
+        _converted[encoder] = litert_function(function)
+    return _converted.get(encoder) or (lambda batch: function(batch).numpy())
 
 
 def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarray:
