@@ -15,15 +15,7 @@ mkdir -p "$out"
 common=(--dataset flickr8k --data-dir "$flickr8k" --feature-cache "$out/cache"
         --attention-supervision "$entities" --supervision-weight 3 --lambda 0 --label-smoothing 0.1)
 
-stage() {  # name, then train.py's flags; a finished stage is skipped, an interrupted one resumed
-    local name="$1"; shift
-    [ -f "$out/$name.done" ] && return 0
-    local resume=()
-    [ -f "$out/$name/config.json" ] && resume=(--resume)
-    /usr/bin/time -f "$name: %e s wall, %M KiB peak RSS" -a -o "$out/times.txt" \
-        python train.py "${common[@]}" "$@" --run-dir "$out/$name" "${resume[@]}" 2>&1 | tee -a "$out/$name.log"
-    touch "$out/$name.done"
-}
+. "$(dirname "$0")/stages.sh"  # stage NAME FLAGS...: one train.py run, resumed or skipped
 
 stage decoder --encoder-layer block_13_expand_relu+out_relu --lr 1e-3 --epochs 8 --seed 13
 stage fine-tuned --init "$out/decoder/best.keras" --fine-tune-encoder 1 --encoder-lr 1e-4 --lr 2e-4 --epochs 1 --seed 14

@@ -22,15 +22,7 @@ fused=(--encoder-layer block_13_expand_relu+out_relu)
 mass_epoch=(--supervision-loss mass --supervision-weight 1 --lr 2e-4 --epochs 1)
 shipping=(--length-penalty 1.0 --no-repeat-ngram 3 --packed)  # the decoding chosen on dev, saved with the model
 
-stage() {  # name, then train.py's flags
-    local name="$1"; shift
-    [ -f "$out/$name.done" ] && return 0
-    local resume=()
-    [ -f "$out/$name/config.json" ] && resume=(--resume)
-    /usr/bin/time -f "$name: %e s wall, %M KiB peak RSS" -a -o "$out/times.txt" \
-        python train.py "${common[@]}" "$@" --run-dir "$out/$name" "${resume[@]}" 2>&1 | tee -a "$out/$name.log"
-    touch "$out/$name.done"
-}
+. "$(dirname "$0")/stages.sh"  # stage NAME FLAGS...: one train.py run, resumed or skipped
 
 if [ -n "${HARD_ONLY:-}" ]; then  # decoder A as shipped: the first member of the soft file
     python -m captioner ensemble "$out/members" --unpack captioner/pretrained/flickr8k_mobilenetv2.keras --float32

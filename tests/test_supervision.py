@@ -62,23 +62,10 @@ def test_the_pointing_loss_scores_where_the_peak_lies_not_the_spread():
     assert float(attention_pointing_loss(spread_inside, box)) == pytest.approx(-np.log(sharpened[:2].sum()), rel=1e-4)
 
 
-def test_training_with_the_pointing_loss_moves_the_peak_into_the_box():
+@pytest.mark.parametrize("loss", ["mass", "pointing"])
+def test_training_with_the_mass_or_pointing_loss_pulls_attention_into_the_box(loss):
     config = Config(batch_size=4, learning_rate=1e-2, lr_schedule="constant", supervision_weight=1.0,
-                    supervision_loss="pointing")
-    captioner = make_captioner(feature_units=16, units=16)
-    features, tokens = _batch(captioner)
-    maps = np.zeros((len(tokens), tokens.shape[1] - 1, captioner.feature_shape[0]), np.float32)
-    maps[..., CENTRE] = 1.0
-    before = _centre_attention(captioner, features, tokens)
-    trainer = Trainer(captioner, config)
-    for _ in range(8):
-        trainer.train_step(features, tokens, maps)
-    assert _centre_attention(captioner, features, tokens) > before + 0.05
-
-
-def test_training_with_the_mass_loss_pulls_attention_into_the_box():
-    config = Config(batch_size=4, learning_rate=1e-2, lr_schedule="constant", supervision_weight=1.0,
-                    supervision_loss="mass")
+                    supervision_loss=loss)
     captioner = make_captioner(feature_units=16, units=16)
     features, tokens = _batch(captioner)
     maps = np.zeros((len(tokens), tokens.shape[1] - 1, captioner.feature_shape[0]), np.float32)
@@ -88,8 +75,11 @@ def test_training_with_the_mass_loss_pulls_attention_into_the_box():
     for _ in range(8):
         *_, supervision = trainer.train_step(features, tokens, maps)
     after = _centre_attention(captioner, features, tokens)
-    assert after > 2 * before, (before, after)
-    assert float(supervision) < -np.log(before)
+    if loss == "mass":
+        assert after > 2 * before, (before, after)
+        assert float(supervision) < -np.log(before)
+    else:  # the peak's loss moves the peak; the mass follows it more slowly
+        assert after > before + 0.05, (before, after)
 
 
 def _batch(captioner, size=4, length=6):

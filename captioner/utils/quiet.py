@@ -1,4 +1,4 @@
-"""Import TensorFlow without its start-up chatter.
+"""Import TensorFlow (and run LiteRT) without their C++ start-up chatter.
 
 TensorFlow's C++ side prints oneDNN and CUDA notices straight to file descriptor 2 before any
 Python logging setting applies ("Could not find cuda drivers", "failed call to cuInit" on every
@@ -16,31 +16,19 @@ def import_tensorflow_quietly() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow
+    with quiet_stderr():
+        import keras  # noqa: F401
+        import tensorflow
 
-            tensorflow.config.list_physical_devices()  # device set-up prints its own notices
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        tensorflow.config.list_physical_devices()  # device set-up prints its own notices
 
 
 @contextlib.contextmanager
 def quiet_stderr():
     """File descriptor 2 pointed at a temporary file while the block runs; shown only if the block fails.
 
-    For C++ notices that no Python setting reaches: LiteRT's "Created TensorFlow Lite XNNPACK delegate",
-    the converter's deprecation warnings.
+    For C++ notices that no Python setting reaches: TensorFlow's import, LiteRT's "Created TensorFlow Lite
+    XNNPACK delegate", the converter's deprecation warnings.
     """
     sys.stderr.flush()
     saved = os.dup(2)
