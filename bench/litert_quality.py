@@ -115,6 +115,21 @@ def main(argv=None) -> int:
     def as_captions(results):
         return [Caption(words_of(r["ids"]), r["attention"].reshape(-1, *grid)) for r in results]
 
+    def measured(variant, results, reference, **extra) -> dict:
+        """One row: the captions' scores, their agreement with `reference` (the float32 file's), their maps."""
+        scores, _ = evaluate_captions(as_captions(results), split)
+        same = [a["ids"] == b["ids"] for a, b in zip(results, reference)]
+        difference = max((float(np.abs(a["attention"] - b["attention"]).max()) for a, b, s in
+                          zip(results, reference, same) if s), default=0.0)
+        point, words = pointing_on_written_words(results, words_of, annotations, grid)
+        row = {"variant": variant, "model": str(model_path), "split": args.split, "images": len(images),
+               "beam": args.beam, "bleu4": scores.get("BLEU-4"), "meteor": scores.get("METEOR"),
+               "cider_d": scores.get("CIDEr-D"), "same_as_float32": float(np.mean(same)),
+               "attention_max_difference": difference, "pointing_written_words": point, "scored_words": words,
+               **extra, **common.machine()}
+        print(json.dumps({k: v for k, v in row.items() if k not in ("cpu", "python")}), flush=True)
+        return row
+
     out = Path(args.out or tempfile.mkdtemp(prefix="litert-quality-"))
     rows, reference = [], None
     for weights in args.weights.split(","):
@@ -122,35 +137,14 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         results = run_file(litert, images)
         seconds = time.perf_counter() - started
-        scores, _ = evaluate_captions(as_captions(results), split)
         reference = reference or results
-        same = [a["ids"] == b["ids"] for a, b in zip(results, reference)]
-        difference = max((float(np.abs(a["attention"] - b["attention"]).max()) for a, b, s in
-                          zip(results, reference, same) if s), default=0.0)
-        point, words = pointing_on_written_words(results, words_of, annotations, grid)
-        rows.append({"variant": f"litert {weights}", "model": str(model_path), "split": args.split,
-                     "images": len(images), "beam": args.beam, "bleu4": scores.get("BLEU-4"),
-                     "meteor": scores.get("METEOR"), "cider_d": scores.get("CIDEr-D"),
-                     "same_as_float32": float(np.mean(same)), "attention_max_difference": difference,
-                     "pointing_written_words": point, "scored_words": words,
-                     "megabytes": litert.stat().st_size / 1e6, "keras_megabytes": model_path.stat().st_size / 1e6,
-                     "seconds_per_photo": seconds / len(images), **common.machine()})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("cpu", "python")}), flush=True)
+        rows.append(measured(f"litert {weights}", results, reference, megabytes=litert.stat().st_size / 1e6,
+                             keras_megabytes=model_path.stat().st_size / 1e6, seconds_per_photo=seconds / len(images)))
     if args.keras:
         captions = captioner.caption(images.astype(np.float32), beam_size=args.beam)
-        keras_results = [{"ids": [vocabulary.ids[w] for w in c.words],
-                          "attention": c.attention.reshape(len(c.attention), -1)} for c in captions]
-        same = [a["ids"] == b["ids"] for a, b in zip(keras_results, reference)]
-        difference = max((float(np.abs(a["attention"] - b["attention"]).max()) for a, b, s in
-                          zip(keras_results, reference, same) if s), default=0.0)
-        scores, _ = evaluate_captions(captions, split)
-        point, words = pointing_on_written_words(keras_results, words_of, annotations, grid)
-        rows.append({"variant": "keras", "model": str(model_path), "split": args.split, "images": len(images),
-                     "beam": args.beam, "bleu4": scores.get("BLEU-4"), "meteor": scores.get("METEOR"),
-                     "cider_d": scores.get("CIDEr-D"), "same_as_float32": float(np.mean(same)),
-                     "attention_max_difference": difference, "pointing_written_words": point, "scored_words": words,
-                     **common.machine()})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("cpu", "python")}), flush=True)
+        rows.append(measured("keras", [{"ids": [vocabulary.ids[w] for w in c.words],
+                                        "attention": c.attention.reshape(len(c.attention), -1)} for c in captions],
+                             reference))
     common.print_table(rows, [("variant", "variant", "s"), ("cider_d", "CIDEr-D", ".3f"), ("bleu4", "BLEU-4", ".3f"),
                               ("meteor", "METEOR", ".3f"), ("same_as_float32", "same words", ".3f"),
                               ("attention_max_difference", "max |d alpha|", ".1e"),

@@ -55,6 +55,8 @@ def compile_encoder(encoder, images: int = 0):
     ai-edge-litert is installed (the features differ from TensorFlow's by about 1e-5, below the float16 cache's
     rounding); otherwise one tf.function.
     """
+    if _converted.get(encoder):
+        return _converted[encoder]
     size = encoder.image_size
     function = compile_function(encoder.encode_below, [tf.TensorSpec([None, size, size, 3], tf.float32)])
     if encoder not in _converted and images >= LITERT_FROM_IMAGES:
@@ -70,7 +72,7 @@ def encode_in_memory(encoder, images: np.ndarray, description: str) -> np.ndarra
     chunks = []
     for start in range(0, len(images), BATCH):
         batch = images[start : start + BATCH]
-        chunks.append(np.asarray(encode(batch.astype(np.float32))).astype(np.float16))
+        chunks.append(encode(batch.astype(np.float32)).astype(np.float16))
         progress.add(len(batch))
     return np.concatenate(chunks)
 
@@ -223,7 +225,7 @@ class FeatureStore:
                             good_paths.append(path)
                             good_images.append(image)
                     if good_images:
-                        chunks.append(np.asarray(encode(np.stack(good_images).astype(np.float32))).astype(np.float16))
+                        chunks.append(encode(np.stack(good_images).astype(np.float32)).astype(np.float16))
                         shard_keys.extend(keys[path] for path in good_paths)
                     progress.add(len(batch))
                 if chunks:

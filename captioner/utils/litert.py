@@ -29,15 +29,13 @@ def convert(function: tf.types.experimental.ConcreteFunction, weights: str = "fl
     """A concrete function as the bytes of a `.tflite` file, its weights stored as `weights`."""
     if weights not in WEIGHT_STORAGE:
         raise ValueError(f"unknown LiteRT weights {weights!r}; use one of {', '.join(WEIGHT_STORAGE)}")
-    frozen = convert_variables_to_constants_v2(function)
     with quiet_stderr(), _absl_errors_only():  # the converter's deprecation notices
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if weights != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if weights == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    with quiet_stderr(), _absl_errors_only():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if weights != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if weights == "float16":
+            converter.target_spec.supported_types = [tf.float16]
         return converter.convert()
 
 
