@@ -151,9 +151,60 @@ def test_members_must_share_vocabulary_and_encoder():
         make_ensemble([first, relabelled])
     hard = make_captioner(seed=8, hard_attention=True)
     hard.encoder.set_weights(first.encoder.get_weights())
-    for order in ([first, hard], [hard, first]):  # the first model is checked too
-        with pytest.raises(ValueError, match="hard attention"):
+    for order in ([first, hard], [hard, first]):  # soft and hard members do not mix, whichever comes first
+        with pytest.raises(ValueError, match="all be soft or all be hard"):
             make_ensemble(order)
+
+
+def test_hard_members_read_one_cell_between_them_the_argmax_of_their_mean_attention(random_images):
+    first, second = _members((1, {"hard_attention": True, "hard_state": "expected"}),
+                             (2, {"hard_attention": True, "hard_state": "expected", "attention": "general"}))
+    ensemble = make_ensemble([first, second])
+    assert ensemble.decoder.hard_attention and ensemble.decoder.hard_inference == "argmax"
+    features = first.encoder(random_images)
+    words = ops.full([len(random_images)], first.vocabulary.start_id, dtype="int32")
+
+    looks, states, prepared_members = [], [], []
+    for model in (first, second):
+        prepared, keys, state = model.decoder.prepare(features)
+        looks.append(model.decoder.look(state, prepared, keys))
+        states.append(state)
+        prepared_members.append(prepared)
+    mean_weights = np.mean([ops.convert_to_numpy(weights) for _, weights in looks], axis=0)
+    chosen = ops.convert_to_tensor(mean_weights.argmax(axis=-1).astype("int32"))
+    member_probs = [ops.convert_to_numpy(ops.softmax(model.decoder.read_cell(
+        words, state, prepared, context, chosen)[0]))
+        for model, state, prepared, (context, _) in zip((first, second), states, prepared_members, looks)]
+
+    prepared, keys, state = ensemble.decoder.prepare(features)
+    log_probs, _, weights = ensemble.decoder.step(words, state, prepared, keys)
+    np.testing.assert_allclose(ops.convert_to_numpy(weights), mean_weights, atol=1e-6)
+    np.testing.assert_allclose(np.exp(ops.convert_to_numpy(log_probs)), np.mean(member_probs, axis=0), atol=1e-6)
+
+    own_cells = [ops.convert_to_numpy(weights).argmax(axis=-1) for _, weights in looks]
+    if not all((cells == mean_weights.argmax(axis=-1)).all() for cells in own_cells):
+        # Where a member's own argmax differs, reading its own cell would give other probabilities.
+        own_probs = np.mean([np.exp(ops.convert_to_numpy(ops.log_softmax(model.decoder.step(
+            words, state, prepared, keys)[0]))) for model, (prepared, keys, state)
+            in zip((first, second), [m.decoder.prepare(features) for m in (first, second)])], axis=0)
+        assert not np.allclose(own_probs, np.mean(member_probs, axis=0), atol=1e-6)
+
+
+def test_a_hard_ensemble_of_one_model_twice_captions_like_the_model_and_saves(tmp_path, random_images):
+    model = make_captioner(seed=6, hard_attention=True, hard_state="expected")
+    ensemble = make_ensemble([model, model])
+    path = tmp_path / "hard-ensemble.keras"
+    save_model(ensemble, path)
+    loaded = load_captioner(path)
+    assert loaded.decoder.hard_attention
+    for beam in (1, 3):
+        alone = model.caption(random_images, beam_size=beam)
+        for doubled in (ensemble.caption(random_images, beam_size=beam), loaded.caption(random_images, beam_size=beam)):
+            assert [c.words for c in alone] == [c.words for c in doubled]
+            for a, b in zip(alone, doubled):
+                np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)
+    loaded.decoder.hard_inference = "expected"  # what `--hard-inference expected` sets: every member follows
+    assert [member.hard_inference for member in loaded.decoder.members] == ["expected", "expected"]
 
 
 def test_command_line_writes_the_ensemble_or_one_error_line(tmp_path, capsys):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import SMALL_IMAGE, make_captioner
 
+from captioner.model.captioner import make_ensemble
 from captioner.model.export import export
 from captioner.model.saving import save_model
 
@@ -44,10 +45,13 @@ assert "tensorflow" not in sys.modules and "captioner" not in sys.modules
 
 
 def test_the_saved_model_loads_without_the_project_and_captions_like_keras(tmp_path):
-    for hard in (False, True):
-        model = make_captioner(hard_attention=hard, hard_state="expected", seed=4)
+    hard_members = [make_captioner(hard_attention=True, hard_state="expected", seed=seed) for seed in (5, 6)]
+    hard_members[1].encoder.set_weights(hard_members[0].encoder.get_weights())
+    models = {"soft": make_captioner(seed=4), "hard": make_captioner(hard_attention=True, hard_state="expected", seed=4),
+              "hard ensemble": make_ensemble(hard_members)}
+    for kind, model in models.items():
         model.length_penalty, model.no_repeat_ngram = 1.0, 2
-        written = export(model, tmp_path / f"exported-{hard}", "saved_model", beam_size=3)
+        written = export(model, tmp_path / f"exported-{kind}", "saved_model", beam_size=3)
         metadata = json.loads(written[-1].read_text())
         assert metadata["vocabulary"] == model.vocabulary.words and metadata["beam_size"] == 3
         images = np.random.default_rng(0).integers(0, 255, size=(2, SMALL_IMAGE, SMALL_IMAGE, 3)).astype(np.uint8)

@@ -117,6 +117,21 @@ def test_hard_attention_expected_context_and_ensembles_match(tmp_path):
     _assert_same_captions(load_captioner(ensemble_path), load_numpy_captioner(ensemble_path), _images(3), beam_size=3)
 
 
+def test_hard_ensembles_read_the_same_shared_cell_in_numpy(tmp_path):
+    from captioner.model.saving import load_captioner
+
+    members = [make_captioner(seed=seed, hard_attention=True, hard_state="expected") for seed in (7, 8)]
+    members[1].encoder.set_weights(members[0].encoder.get_weights())
+    path = tmp_path / "hard-ensemble.keras"
+    save_model(make_ensemble(members), path)
+    model, numpy_model = load_captioner(path), load_numpy_captioner(path)
+    assert numpy_model.decoder.hard_attention
+    _assert_same_captions(model, numpy_model, _images(3), beam_size=1)
+    _assert_same_captions(model, numpy_model, _images(3), beam_size=3)
+    model.decoder.hard_inference = numpy_model.decoder.hard_inference = "expected"
+    _assert_same_captions(model, numpy_model, _images(3), beam_size=3)
+
+
 @pytest.mark.parametrize("cut, blocks", [("out_relu", 2), ("block_13_expand_relu+out_relu", 1)])
 def test_ensembles_whose_members_have_their_own_fine_tuned_blocks_match(tmp_path, cut, blocks):
     keras.utils.set_random_seed(6)

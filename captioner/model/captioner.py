@@ -175,10 +175,14 @@ def make_ensemble(models, length_penalty: float = 0.0, no_repeat_ngram: int = 0)
     first = models[0]
     own_blocks = False  # whether the members' fine-tuned blocks differ
     for index, model in enumerate(models):
-        if model.is_ensemble or model.decoder.hard_attention:
-            raise ValueError(f"model {index} is an ensemble or uses hard attention; members must be soft-attention models")
+        if model.is_ensemble:
+            raise ValueError(f"model {index} is an ensemble; members must be single models (unpack it first)")
         if index == 0:
             continue
+        if model.decoder.hard_attention != first.decoder.hard_attention:
+            kinds = {True: "hard", False: "soft"}
+            raise ValueError(f"model {index} uses {kinds[model.decoder.hard_attention]} attention and model 0 "
+                             f"{kinds[first.decoder.hard_attention]}: members must all be soft or all be hard")
         if model.vocabulary.words != first.vocabulary.words:
             raise ValueError(f"model {index} has another vocabulary than model 0 (train them on the same data)")
         if encoder_config(model) != encoder_config(first) or model.max_length != first.max_length:
@@ -205,7 +209,7 @@ def make_ensemble(models, length_penalty: float = 0.0, no_repeat_ngram: int = 0)
 
 def _with_fine_tuned_blocks(model: Captioner, blocks: int) -> Captioner:
     """The same captioner (same weights, same captions) with its encoder split for `blocks` fine-tuned blocks."""
-    if model.is_ensemble or model.decoder.hard_attention:
+    if model.is_ensemble:
         return model  # refused by make_ensemble with its own message
     copy = Captioner(model.vocabulary.words, {**model.encoder.get_config(), "fine_tune_blocks": blocks},
                      model.decoder.get_config(), max_length=model.max_length, length_penalty=model.length_penalty,

@@ -48,6 +48,14 @@ HARD_INFERENCE = ("argmax", "expected")
 HARD_STATES = ("sampled", "expected")
 
 
+def most_likely_cell(attention_weights):
+    """alpha (B, L) -> the index of its largest weight (B,), int32.
+
+    top_k rather than argmax: the same cell (the first of ties), and an op LiteRT has.
+    """
+    return ops.cast(ops.top_k(attention_weights, 1)[1][:, 0], "int32")
+
+
 @keras.saving.register_keras_serializable(package="captioner")
 class DecoderWithAttention(keras.layers.Layer):
     def __init__(
@@ -171,25 +179,39 @@ class DecoderWithAttention(keras.layers.Layer):
 
     def _step(self, previous_words, state, features, keys, training, policy):
         """policy: "expected" (soft: sum_i alpha_i a_i), "argmax" or "sample" (one location's a_i)."""
-        hidden, _ = state
-        expected_context, attention_weights = self.attention(features, hidden, keys=keys)  # (B, D), (B, L)
-        gate = self.gate(hidden)  # (B, 1)
-        embedded = self.embedding(previous_words)  # (B, E)
+        expected_context, attention_weights = self.look(state, features, keys)  # (B, D), (B, L)
         if policy == "expected":
-            logits, state = self._read(embedded, gate * expected_context, state, training)
+            embedded = self.embedding(previous_words)  # (B, E)
+            logits, state = self._read(embedded, self.gate(state[0]) * expected_context, state, training)
             return logits, state, attention_weights, None
         if policy == "sample":
             chosen = ops.squeeze(keras.random.categorical(ops.log(attention_weights + 1e-9), 1,
                                                           seed=self.location_seed), -1)
-        else:  # top_k rather than argmax: the same cell (the first of ties), and an op LiteRT has
-            chosen = ops.top_k(attention_weights, 1)[1][:, 0]
+        else:
+            chosen = most_likely_cell(attention_weights)
         chosen = ops.cast(chosen, "int32")  # (B,)
+        logits, state = self.read_cell(previous_words, state, features, expected_context, chosen, training)
+        return logits, state, attention_weights, chosen
+
+    def look(self, state, features, keys):
+        """Where to look before the next word: -> expected context (B, D), attention weights alpha (B, L)."""
+        return self.attention(features, state[0], keys=keys)
+
+    def read_cell(self, previous_words, state, features, expected_context, chosen, training=False):
+        """The next word read from one cell per row, chosen (B,) int32: -> logits (B, V), new [h, c].
+
+        Hard attention's reading, apart from the choice of the cell so that an ensemble can choose one cell
+        for all its members (`EnsembleDecoder`).
+        """
+        hidden, _ = state
+        gate = self.gate(hidden)  # (B, 1)
+        embedded = self.embedding(previous_words)  # (B, E)
         index = ops.expand_dims(ops.expand_dims(chosen, -1), -1)  # (B, 1, 1); not chosen[:, None, None], see search.py
         cell = ops.squeeze(ops.take_along_axis(features, index, axis=1), 1)  # (B, D)
         logits, cell_state = self._read(embedded, gate * cell, state, training)
         if self.hard_state == "expected":  # the word read one cell; the memory reads the expected context
             cell_state = self._remember(embedded, gate * expected_context, state, training)[1]
-        return logits, cell_state, attention_weights, chosen
+        return logits, cell_state
 
     def _remember(self, embedded, context, state, training):
         """The LSTM's step on [E y, gated context]: -> hidden (B, units), [h, c]."""

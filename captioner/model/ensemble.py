@@ -10,6 +10,10 @@ their own fine-tuned blocks: each reads its own features (`feature_groups`).
     p(word | history) = 1/N sum_n p_n(word | history)        (all members see the same history)
     alpha            = 1/N sum_n alpha_n                      (the overlay shows where they looked on average)
 
+Members with hard attention (`--attention hard`) look once between them: the cell read for a word is
+the argmax of the mean alpha, and every member reads that one cell. The ensemble then still makes one
+sharp look per word, the cell its overlay outlines, rather than N looks that could not be drawn as one.
+
 The ensemble has the decoder's interface (`prepare`, `step`, `call`), so greedy, beam and sampled
 decoding work unchanged. Its "logits" are log probabilities: softmax leaves them as they are.
 The members' prepared features and keys are concatenated on the last axis, and their states are
@@ -26,14 +30,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from captioner.model.decoder import DecoderWithAttention
+from captioner.model.decoder import DecoderWithAttention, most_likely_cell
 
 
 @keras.saving.register_keras_serializable(package="captioner")
 class EnsembleDecoder(keras.layers.Layer):
-    hard_attention = False  # soft attention only: one sampled location per member would not average
-    hard_inference = "expected"
-
     def __init__(self, members: list[dict], vocabulary_size: int, feature_groups: int = 1, **kwargs):
         """feature_groups: 1 if every member reads all the features; len(members) if the features are the
         members' own side by side (members with their own fine-tuned encoder blocks, `Encoder(members=M)`)."""
@@ -44,9 +45,8 @@ class EnsembleDecoder(keras.layers.Layer):
         self.feature_groups = feature_groups
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 decoders, got {len(members)}")
-        for config in members:
-            if config.get("hard_attention"):
-                raise ValueError("an ensemble of hard-attention decoders is not supported")
+        if len({bool(config.get("hard_attention")) for config in members}) > 1:
+            raise ValueError("an ensemble's decoders must all use soft attention or all use hard attention")
         self.vocabulary_size = vocabulary_size
         self.members = [
             DecoderWithAttention(**{**config, "vocabulary_size": vocabulary_size, "name": f"member_{index}"})
@@ -71,10 +71,26 @@ class EnsembleDecoder(keras.layers.Layer):
         state = [tensor for p in prepared for tensor in p[2]]
         return member_features, member_keys, state
 
+    @property
+    def hard_attention(self) -> bool:
+        return self.members[0].hard_attention
+
+    @property
+    def hard_inference(self) -> str:
+        """"argmax": hard members read the one cell the ensemble chose; "expected": each its expected context."""
+        return self.members[0].hard_inference
+
+    @hard_inference.setter
+    def hard_inference(self, value: str):
+        for member in self.members:
+            member.hard_inference = value
+
     def step(self, previous_words, state, features, keys, training=False):
         """previous_words (B,) -> log of the mean probabilities (B, V), new state, mean attention weights (B, L)."""
         member_features = ops.split(features, self._feature_splits, axis=-1)
         member_keys = ops.split(keys, self._key_splits, axis=-1)
+        if self.hard_attention and self.hard_inference == "argmax":
+            return self._hard_step(previous_words, state, member_features, member_keys, training)
         log_probs, new_state, weights = [], [], []
         for index, member in enumerate(self.members):
             member_state = state[2 * index : 2 * index + 2]
@@ -85,6 +101,23 @@ class EnsembleDecoder(keras.layers.Layer):
             new_state.extend(member_state)
             weights.append(attention_weights)
         return self._average(log_probs), new_state, ops.mean(ops.stack(weights), axis=0)
+
+    def _hard_step(self, previous_words, state, member_features, member_keys, training):
+        """Hard members: one cell for all, the argmax of their mean alpha; each reads it with its own state."""
+        member_states = [state[2 * index : 2 * index + 2] for index in range(len(self.members))]
+        looks = [member.look(member_state, own_features, own_keys)  # each (expected context, alpha)
+                 for member, member_state, own_features, own_keys
+                 in zip(self.members, member_states, member_features, member_keys)]
+        mean_weights = ops.mean(ops.stack([weights for _, weights in looks]), axis=0)  # (B, L)
+        chosen = most_likely_cell(mean_weights)  # (B,)
+        log_probs, new_state = [], []
+        for member, member_state, own_features, (expected_context, _) in zip(
+                self.members, member_states, member_features, looks):
+            logits, member_state = member.read_cell(previous_words, member_state, own_features, expected_context,
+                                                    chosen, training)
+            log_probs.append(ops.log_softmax(logits, axis=-1))
+            new_state.extend(member_state)
+        return self._average(log_probs), new_state, mean_weights
 
     def call(self, features, token_ids, training=False):
         """Teacher forcing: -> log of the mean probabilities (B, T, V), mean attention weights (B, T, L)."""

@@ -97,17 +97,22 @@ class Decoder:
 
     def step(self, previous_words, state, features, keys):
         """previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L)."""
-        hidden = state[0]
-        context, weights = self.attend(features, keys, hidden)
-        gate = self.gate(hidden)
-        embedded = self.embedding[previous_words]
+        context, weights = self.attend(features, keys, state[0])
         if not (self.hard_attention and self.hard_inference == "argmax"):
-            return (*self._read(embedded, gate * context, state), weights)
-        cell = features[np.arange(len(features)), weights.argmax(axis=-1)]  # one location: the most likely
+            embedded = self.embedding[previous_words]
+            return (*self._read(embedded, self.gate(state[0]) * context, state), weights)
+        chosen = weights.argmax(axis=-1)  # one location: the most likely
+        return (*self.read_cell(previous_words, state, features, context, chosen), weights)
+
+    def read_cell(self, previous_words, state, features, context, chosen):
+        """The next word read from the cell chosen (B,) of each row: -> logits (B, V), new [h, c]."""
+        gate = self.gate(state[0])
+        embedded = self.embedding[previous_words]
+        cell = features[np.arange(len(features)), chosen]
         logits, cell_state = self._read(embedded, gate * cell, state)
         if self.hard_state == "expected":  # the word read one cell; the memory reads the expected context
             cell_state = self._remember(embedded, gate * context, state)
-        return logits, cell_state, weights
+        return logits, cell_state
 
     def _remember(self, embedded, context, state):
         """keras.layers.LSTMCell on [E y, gated context]: gates input, forget, cell, output, in that order."""
@@ -126,9 +131,10 @@ class Decoder:
 
 
 class Ensemble:
-    """Several decoders as one: log of their mean next-word probabilities, the mean of their maps."""
+    """Several decoders as one: log of their mean next-word probabilities, the mean of their maps.
 
-    hard_attention, hard_inference = False, "expected"
+    Hard members read one cell between them, the argmax of their mean map (as `EnsembleDecoder`).
+    """
 
     def __init__(self, members: list[Decoder], feature_groups: int = 1):
         """feature_groups: 1 if every member reads all the features, len(members) if each reads its own part
@@ -137,6 +143,19 @@ class Ensemble:
         self.feature_groups = feature_groups
         self.vocabulary_size = members[0].vocabulary_size
 
+    @property
+    def hard_attention(self) -> bool:
+        return self.members[0].hard_attention
+
+    @property
+    def hard_inference(self) -> str:
+        return self.members[0].hard_inference
+
+    @hard_inference.setter
+    def hard_inference(self, value: str):
+        for member in self.members:
+            member.hard_inference = value
+
     def prepare(self, features):
         own = ([features] * len(self.members) if self.feature_groups == 1
                else np.split(features, self.feature_groups, axis=-1))
@@ -144,14 +163,20 @@ class Ensemble:
         return ([p[0] for p in prepared], [p[1] for p in prepared], [tensor for p in prepared for tensor in p[2]])
 
     def step(self, previous_words, state, features, keys):
-        log_probs, new_state, weights = [], [], []
-        for index, member in enumerate(self.members):
-            logits, member_state, member_weights = member.step(
-                previous_words, state[2 * index : 2 * index + 2], features[index], keys[index])
-            log_probs.append(log_softmax(logits))
-            new_state.extend(member_state)
-            weights.append(member_weights)
-        stacked = np.stack(log_probs)
+        states = [state[2 * index : 2 * index + 2] for index in range(len(self.members))]
+        if self.hard_attention and self.hard_inference == "argmax":
+            looks = [member.attend(features[index], keys[index], states[index][0])
+                     for index, member in enumerate(self.members)]
+            weights = np.mean(np.stack([member_weights for _, member_weights in looks]), axis=0)
+            chosen = weights.argmax(axis=-1)  # one cell for all members
+            outputs = [member.read_cell(previous_words, states[index], features[index], looks[index][0], chosen)
+                       for index, member in enumerate(self.members)]
+        else:
+            stepped = [member.step(previous_words, states[index], features[index], keys[index])
+                       for index, member in enumerate(self.members)]
+            outputs = [(logits, member_state) for logits, member_state, _ in stepped]
+            weights = np.mean(np.stack([member_weights for _, _, member_weights in stepped]), axis=0)
+        stacked = np.stack([log_softmax(logits) for logits, _ in outputs])
         top = stacked.max(axis=0)
-        average = top + np.log(np.exp(stacked - top).sum(axis=0)) - math.log(len(log_probs))
-        return average, new_state, np.mean(np.stack(weights), axis=0)
+        average = top + np.log(np.exp(stacked - top).sum(axis=0)) - math.log(len(outputs))
+        return average, [tensor for _, member_state in outputs for tensor in member_state], weights
