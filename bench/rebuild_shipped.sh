@@ -2,11 +2,12 @@
 # Rebuild the two shipped models from the raw Flickr8k photos, stage by stage, as they were trained:
 #   the soft model: three decoders (A, B, C) over the fused 14x14 MobileNetV2 grid, attention supervised with the
 #     training photos' Flickr30k Entities boxes, each ending with one epoch of the mass loss; averaged into one file;
-#   the hard model: decoder A turned hard, three epochs of REINFORCE with the expected-context baseline.
+#   the hard model: decoders A, B and C turned hard (REINFORCE with the expected-context baseline: A three
+#     epochs, B and C one), averaged into one file whose decoders read one cell between them.
 # Why each stage and what else was tried: docs/results.md; the models' numbers: captioner/pretrained/MODEL_CARD.md.
 #
-#   bench/rebuild_shipped.sh OUT [FLICKR8K_DIR] [ENTITIES_DIR]            # both models, about 5 h 40 min on 2 cores
-#   HARD_ONLY=1 bench/rebuild_shipped.sh OUT [FLICKR8K_DIR] [ENTITIES_DIR] # the hard stage from the shipped soft file
+#   bench/rebuild_shipped.sh OUT [FLICKR8K_DIR] [ENTITIES_DIR]            # both models, about 6 h 20 min on 2 cores
+#   HARD_ONLY=1 bench/rebuild_shipped.sh OUT [FLICKR8K_DIR] [ENTITIES_DIR] # the hard stages from the shipped soft file
 #
 # A finished stage is skipped and an interrupted one resumed, so the script can be run again after a stop.
 # Wall time and peak memory of each stage go to OUT/times.txt (GNU /usr/bin/time). Every stage keeps the epoch
@@ -24,9 +25,10 @@ shipping=(--length-penalty 1.0 --no-repeat-ngram 3 --packed)  # the decoding cho
 
 . "$(dirname "$0")/stages.sh"  # stage NAME FLAGS...: one train.py run, resumed or skipped
 
-if [ -n "${HARD_ONLY:-}" ]; then  # decoder A as shipped: the first member of the soft file
+if [ -n "${HARD_ONLY:-}" ]; then  # decoders A, B and C as shipped: the members of the soft file
     python -m captioner ensemble "$out/members" --unpack captioner/pretrained/flickr8k_mobilenetv2.keras --float32
-    decoder_a="$out/members/member_0.keras"
+    decoder_a="$out/members/member_0.keras" decoder_b="$out/members/member_1.keras"
+    decoder_c="$out/members/member_2.keras"
 else
     # Decoder A: 4 epochs with a strong pull toward the boxes, then gentler continuations.
     stage a1 "${fused[@]}" --supervision-weight 5 --epochs 4 --seed 0
@@ -43,11 +45,14 @@ else
     stage c3-mass --init "$out/c2/best.keras" "${mass_epoch[@]}" --seed 1
     python -m captioner ensemble "$out/flickr8k_mobilenetv2.keras" "$out/a5-mass/best.keras" \
         "$out/b2-mass/best.keras" "$out/c3-mass/best.keras" "${shipping[@]}"
-    decoder_a="$out/a5-mass/best.keras"
+    decoder_a="$out/a5-mass/best.keras" decoder_b="$out/b2-mass/best.keras" decoder_c="$out/c3-mass/best.keras"
 fi
 
-# The hard model: decoder A read one cell a word, REINFORCE against the expected context, the mass loss kept.
-stage hard --init "$decoder_a" --attention hard --hard-estimator expected-baseline --reward-scale 1 \
-    --supervision-loss mass --supervision-weight 1 --lr 3e-4 --epochs 3 --seed 24
-python -m captioner ensemble "$out/flickr8k_mobilenetv2_hard.keras" "$out/hard/best.keras" "${shipping[@]}"
+# The hard model: each decoder read one cell a word, REINFORCE against the expected context, the mass loss kept.
+hard=(--attention hard --hard-estimator expected-baseline --reward-scale 1 --supervision-loss mass --supervision-weight 1)
+stage hard-a --init "$decoder_a" "${hard[@]}" --lr 3e-4 --epochs 3 --seed 24
+stage hard-b --init "$decoder_b" "${hard[@]}" --lr 2e-4 --epochs 1 --seed 31
+stage hard-c --init "$decoder_c" "${hard[@]}" --lr 2e-4 --epochs 1 --seed 32
+python -m captioner ensemble "$out/flickr8k_mobilenetv2_hard.keras" "$out/hard-a/best.keras" "$out/hard-b/best.keras" \
+    "$out/hard-c/best.keras" "${shipping[@]}"
 cat "$out/times.txt"

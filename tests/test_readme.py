@@ -159,7 +159,7 @@ def test_the_rebuild_script_runs_its_stages_in_order_with_flags_that_exist(tmp_p
                    capture_output=True, timeout=60)
     commands = [shlex.split(line) for line in log.read_text().splitlines()]
     trainings = [words[1:] for words in commands if words[0] == "train.py"]
-    assert len(trainings) == 11  # A: 5 stages, B: 2, C: 3, hard: 1
+    assert len(trainings) == 13  # A: 5 stages, B: 2, C: 3, hard: 3 (one per decoder)
     stop_after_parsing(monkeypatch)
     made = set()
     for argv in trainings:

@@ -156,7 +156,10 @@ def score_split(captioner, features, annotations, batch_size: int = DECODE_BATCH
 def describe_maps(captioner) -> dict[str, str]:
     """What each column of the report scores, in words (the JSON's "maps")."""
     decoder = captioner.decoder
-    if captioner.is_ensemble:
+    if captioner.is_ensemble and is_hard(decoder):
+        kind = (f"ensemble of {len(decoder.members)} hard-attention decoders: their mean alpha (words, head) and "
+                "the one cell they all read, its argmax (drawn)")
+    elif captioner.is_ensemble:
         kind = f"ensemble of {len(decoder.members)} decoders: their mean alpha, as its overlays show"
     elif is_hard(decoder):
         kind = "hard attention, argmax inference: soft alpha (words, head) and the cell it uses and draws (drawn)"
