@@ -45,3 +45,16 @@ def test_random_batches_cover_every_pair_without_grouping_lengths():
     assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
     grouped = pipeline.epoch_batches(ids, 32, seed=0, epoch=0, by_length=True)
     assert np.mean([np.ptp(lengths[b]) for b in batches]) > 3 * np.mean([np.ptp(lengths[b]) for b in grouped])
+
+
+def test_random_batches_can_share_one_width_so_that_one_compiled_step_serves_them():
+    ids = _token_ids(count=300)
+    ids[:, -3:] = 0  # no caption fills the array: the common width is the longest caption's, padded
+    width = pipeline.common_width(ids)
+    assert width == pipeline.padded_length(int((ids != 0).sum(axis=1).max())) <= ids.shape[1]
+    batches = pipeline.epoch_batches(ids, 4, seed=0, epoch=0, by_length=False)
+    features = np.zeros((300, 4, 2), np.float16)
+    own = {batch_ids.shape[1] for _, batch_ids in pipeline.make_dataset(features, np.arange(300), ids, batches)}
+    shared = {batch_ids.shape[1] for _, batch_ids in pipeline.make_dataset(features, np.arange(300), ids, batches,
+                                                                            width=width)}
+    assert len(own) > 1 and shared == {width}

@@ -6,7 +6,9 @@
 Runs of one recipe with different seeds make a better model together than any of them alone
 (docs/results.md); the ensemble shares one encoder (the first member's; encoders that differ only by the
 rounding of a stored file are the same network) and is used like any model. Members fine-tuned with
-`--fine-tune-encoder` share its frozen part and keep their own fine-tuned blocks.
+`--fine-tune-encoder` share its frozen part and keep their own fine-tuned blocks. Members trained with
+`--attention hard` make a hard ensemble: for every word they read one cell between them, the argmax of their
+mean attention (soft and hard members do not mix).
 """
 
 from __future__ import annotations

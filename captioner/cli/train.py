@@ -1,4 +1,4 @@
-"""Train a captioner. With no arguments: the synthetic-scenes demo (about 5 minutes on 2 CPU cores).
+"""Train a captioner. With no arguments: the synthetic-scenes demo (about 4 minutes on 2 CPU cores).
 
     captioner train                                  # synthetic scenes, MobileNetV2 features
     captioner train --epochs 20 --attention dot --run-dir runs/dot

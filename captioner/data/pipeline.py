@@ -4,21 +4,35 @@ Pairs are shuffled, then sorted by caption length inside windows of `WINDOW_BATC
 batches, cut into batches, and the batches shuffled again: each batch is padded only to
 its own longest caption (rounded up to a multiple of `LENGTH_STEP`, so the decoder is
 compiled for a handful of lengths rather than every one). The order depends only on the
-seed and the epoch, so a resumed run sees the same batches. A `tf.data` pipeline gathers
-the features (from memory or the memory-mapped cache) in a background thread.
+seed and the epoch, so a resumed run sees the same batches. A background thread gathers
+the features (from memory or the memory-mapped cache) while the step before them runs.
 """
 
 from __future__ import annotations
+
+import collections
+import concurrent.futures
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 WINDOW_BATCHES = 50
 LENGTH_STEP = 4
+PREFETCH_BATCHES = 2  # batches gathered ahead of the training step
 
 
 def padded_length(longest: int) -> int:
     return -(-longest // LENGTH_STEP) * LENGTH_STEP
+
+
+def common_width(token_ids: np.ndarray) -> int:
+    """The width that fits every caption of `token_ids`: pad all batches to it and one compiled step serves them.
+
+    For random batches (`epoch_batches(by_length=False)`): almost every one holds a longest caption anyway, and each
+    rarer width would cost an XLA compilation (15 to 20 s for the demo's step) the first time it came up.
+    """
+    return min(padded_length(int((token_ids != 0).sum(axis=1).max())), token_ids.shape[1])
 
 
 def epoch_batches(token_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
@@ -46,36 +60,42 @@ def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
 
 
 def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batches: list[np.ndarray],
-                 target_maps: np.ndarray | None = None, teacher_features=None) -> tf.data.Dataset:
-    """(features (B, L, D) float32, token ids (B, T) int32) per batch, T padded per batch.
+                 target_maps: np.ndarray | None = None, teacher_features=None,
+                 width: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """(features (B, L, D) float32, token ids (B, T) int32) per batch, T padded per batch (or to `width` ids for
+    every batch: `common_width`), each gathered in a background thread while the step before it runs.
 
     target_maps (P, max_length + 1, L), aligned with the pairs (attention supervision): each element
     then also holds the batch's maps (B, T - 1, L) float32, one per attention step, cut like the ids.
     teacher_features (N, L', D'), aligned with `features` (distillation): each element then ends with
     the teacher's features of the batch's images. Without either the elements are the pairs alone, as ever.
+
+    A Python generator, not `tf.data.Dataset.from_generator`: destroying that dataset's iterator at the end of an
+    epoch stalled training for up to 18 s, in one epoch of two on the synthetic demo (docs/synthetic.md).
     """
-    locations, size = features.shape[1:]
 
-    def generate():
-        for batch in batches:
-            ids = token_ids[batch]
-            longest = padded_length(int((ids != 0).sum(axis=1).max()))
-            element = (features[image_index[batch]].astype(np.float32), ids[:, :longest])
-            if target_maps is not None:
-                element += (target_maps[batch, : longest - 1].astype(np.float32),)
-            if teacher_features is not None:
-                element += (teacher_features[image_index[batch]].astype(np.float32),)
-            yield element
+    def element(batch):
+        ids = token_ids[batch]
+        longest = width or padded_length(int((ids != 0).sum(axis=1).max()))
+        gathered = (features[image_index[batch]].astype(np.float32), ids[:, :longest])
+        if target_maps is not None:
+            gathered += (target_maps[batch, : longest - 1].astype(np.float32),)
+        if teacher_features is not None:
+            gathered += (teacher_features[image_index[batch]].astype(np.float32),)
+        return gathered
 
-    signature = (
-        tf.TensorSpec([None, locations, size], tf.float32),
-        tf.TensorSpec([None, None], tf.int32),
-    )
-    if target_maps is not None:  # over the decoder's grid, which a fine-tuned encoder's cache need not share
-        signature += (tf.TensorSpec([None, None, target_maps.shape[2]], tf.float32),)
-    if teacher_features is not None:
-        signature += (tf.TensorSpec([None, *teacher_features.shape[1:]], tf.float32),)
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    return prefetched(element, batches)
+
+
+def prefetched(make, items: list, ahead: int = PREFETCH_BATCHES) -> Iterator:
+    """make(item) for each item in order, computed in a background thread `ahead` items before it is needed."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = collections.deque(pool.submit(make, item) for item in items[:ahead])
+        for index in range(len(items)):
+            ready = pending.popleft().result()
+            if index + ahead < len(items):
+                pending.append(pool.submit(make, items[index + ahead]))
+            yield ready
 
 
 def replica_bounds(batch_size: int, replicas: int) -> list[tuple[int, int]]:

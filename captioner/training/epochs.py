@@ -51,7 +51,8 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
         dataset = pipeline.make_replica_dataset(features, image_index, token_ids, batches,
                                                 trainer.strategy.num_replicas_in_sync, trainer.local_replicas, target_maps)
     else:
-        dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps, teacher_features)
+        width = None if config.batch_by_length else pipeline.common_width(token_ids)  # random batches: one graph
+        dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps, teacher_features, width)
     for step, batch in enumerate(dataset):
         if sampled[step]:
             loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy, *supervision = \
@@ -143,8 +144,9 @@ def sample_token_ids(sampled_ids: np.ndarray, start_id: int, end_id: int) -> np.
 def validation_loss(trainer: Trainer, features, image_index, token_ids) -> float:
     """The dev cross-entropy objective (teacher forced, no dropout, no update), averaged over captions."""
     batches = pipeline.sequential_batches(len(image_index), trainer.config.batch_size)
+    width = None if trainer.config.batch_by_length else pipeline.common_width(token_ids)  # as the training batches
     losses, sizes = [], []
-    for batch_features, batch_ids in pipeline.make_dataset(features, image_index, token_ids, batches):
+    for batch_features, batch_ids in pipeline.make_dataset(features, image_index, token_ids, batches, width=width):
         losses.append(float(trainer.eval_step(batch_features, batch_ids)[0]))
         sizes.append(int(batch_ids.shape[0]))
     return float(np.average(losses, weights=sizes))
