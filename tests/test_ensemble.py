@@ -156,38 +156,45 @@ def test_members_must_share_vocabulary_and_encoder():
             make_ensemble(order)
 
 
-def test_hard_members_read_one_cell_between_them_the_argmax_of_their_mean_attention(random_images):
+def test_hard_members_read_one_cell_between_them_the_argmax_of_their_mean_attention(random_images, monkeypatch):
     first, second = _members((1, {"hard_attention": True, "hard_state": "expected"}),
                              (2, {"hard_attention": True, "hard_state": "expected", "attention": "general"}))
     ensemble = make_ensemble([first, second])
     assert ensemble.decoder.hard_attention and ensemble.decoder.hard_inference == "argmax"
-    features = first.encoder(random_images)
+    locations, size = first.feature_shape
+    # Features that differ a lot from cell to cell, so that reading one cell or another changes the words.
+    features = ops.convert_to_tensor(np.random.default_rng(0).normal(0, 3, (len(random_images), locations, size)),
+                                     dtype="float32")
     words = ops.full([len(random_images)], first.vocabulary.start_id, dtype="int32")
 
-    looks, states, prepared_members = [], [], []
-    for model in (first, second):
-        prepared, keys, state = model.decoder.prepare(features)
-        looks.append(model.decoder.look(state, prepared, keys))
-        states.append(state)
-        prepared_members.append(prepared)
-    mean_weights = np.mean([ops.convert_to_numpy(weights) for _, weights in looks], axis=0)
-    chosen = ops.convert_to_tensor(mean_weights.argmax(axis=-1).astype("int32"))
-    member_probs = [ops.convert_to_numpy(ops.softmax(model.decoder.read_cell(
-        words, state, prepared, context, chosen)[0]))
-        for model, state, prepared, (context, _) in zip((first, second), states, prepared_members, looks)]
+    # Maps on which the members disagree: each peaks at its own cell, and their mean peaks at a third one.
+    def peaked(weights_by_cell):
+        row = np.full(locations, (1 - sum(weights_by_cell.values())) / (locations - len(weights_by_cell)))
+        row[list(weights_by_cell)] = list(weights_by_cell.values())
+        return np.tile(row, (len(random_images), 1)).astype("float32")
+
+    maps = [peaked({1: 0.5, 2: 0.4}), peaked({3: 0.5, 2: 0.45})]
+    for member, member_map in zip([*ensemble.decoder.members, first.decoder, second.decoder], maps * 2):
+        look = member.look
+        monkeypatch.setattr(member, "look", lambda state, f, k, look=look, member_map=member_map:
+                            (look(state, f, k)[0], ops.convert_to_tensor(member_map)))
+
+    def member_probs(cell):
+        probs = []
+        for model in (first, second):
+            prepared, keys, state = model.decoder.prepare(features)
+            context, _ = model.decoder.look(state, prepared, keys)
+            chosen = ops.full([len(random_images)], cell, dtype="int32")
+            probs.append(ops.convert_to_numpy(ops.softmax(model.decoder.read_cell(words, state, prepared, context,
+                                                                                  chosen)[0])))
+        return np.mean(probs, axis=0)
 
     prepared, keys, state = ensemble.decoder.prepare(features)
     log_probs, _, weights = ensemble.decoder.step(words, state, prepared, keys)
-    np.testing.assert_allclose(ops.convert_to_numpy(weights), mean_weights, atol=1e-6)
-    np.testing.assert_allclose(np.exp(ops.convert_to_numpy(log_probs)), np.mean(member_probs, axis=0), atol=1e-6)
-
-    own_cells = [ops.convert_to_numpy(weights).argmax(axis=-1) for _, weights in looks]
-    if not all((cells == mean_weights.argmax(axis=-1)).all() for cells in own_cells):
-        # Where a member's own argmax differs, reading its own cell would give other probabilities.
-        own_probs = np.mean([np.exp(ops.convert_to_numpy(ops.log_softmax(model.decoder.step(
-            words, state, prepared, keys)[0]))) for model, (prepared, keys, state)
-            in zip((first, second), [m.decoder.prepare(features) for m in (first, second)])], axis=0)
-        assert not np.allclose(own_probs, np.mean(member_probs, axis=0), atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(weights), np.mean(maps, axis=0), atol=1e-6)
+    np.testing.assert_allclose(np.exp(ops.convert_to_numpy(log_probs)), member_probs(2), atol=1e-6)
+    # Not what a member reading its own peak would give.
+    assert not np.allclose(np.exp(ops.convert_to_numpy(log_probs)), member_probs(1), atol=1e-6)
 
 
 def test_a_hard_ensemble_of_one_model_twice_captions_like_the_model_and_saves(tmp_path, random_images):

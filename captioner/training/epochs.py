@@ -27,6 +27,11 @@ def check_finite(loss, epoch: int, step: int) -> None:
         raise TrainingDiverged(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}")
 
 
+def batch_width(config, token_ids: np.ndarray) -> int | None:
+    """Random batches all padded to one width (one compiled step); batches of similar length each to its own."""
+    return None if config.batch_by_length else pipeline.common_width(token_ids)
+
+
 def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epoch: int, target_maps=None,
                          teacher_features=None) -> dict:
     """Every (image, caption) pair once, in the seeded batches of `pipeline.epoch_batches`.
@@ -51,8 +56,8 @@ def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epo
         dataset = pipeline.make_replica_dataset(features, image_index, token_ids, batches,
                                                 trainer.strategy.num_replicas_in_sync, trainer.local_replicas, target_maps)
     else:
-        width = None if config.batch_by_length else pipeline.common_width(token_ids)  # random batches: one graph
-        dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps, teacher_features, width)
+        dataset = pipeline.make_dataset(features, image_index, token_ids, batches, target_maps, teacher_features,
+                                        batch_width(config, token_ids))
     for step, batch in enumerate(dataset):
         if sampled[step]:
             loss, cross_entropy, penalty, gradient_norm, reward, baseline, entropy, *supervision = \
@@ -144,7 +149,7 @@ def sample_token_ids(sampled_ids: np.ndarray, start_id: int, end_id: int) -> np.
 def validation_loss(trainer: Trainer, features, image_index, token_ids) -> float:
     """The dev cross-entropy objective (teacher forced, no dropout, no update), averaged over captions."""
     batches = pipeline.sequential_batches(len(image_index), trainer.config.batch_size)
-    width = None if trainer.config.batch_by_length else pipeline.common_width(token_ids)  # as the training batches
+    width = batch_width(trainer.config, token_ids)
     losses, sizes = [], []
     for batch_features, batch_ids in pipeline.make_dataset(features, image_index, token_ids, batches, width=width):
         losses.append(float(trainer.eval_step(batch_features, batch_ids)[0]))
