@@ -50,7 +50,7 @@ def test_random_batches_cover_every_pair_without_grouping_lengths():
 def test_random_batches_can_share_one_width_so_that_one_compiled_step_serves_them():
     ids = _token_ids(count=300)
     ids[:, -3:] = 0  # no caption fills the array: the common width is the longest caption's, padded
-    width = pipeline.common_width(ids)
+    width = pipeline.fitting_width(ids)
     assert width == pipeline.padded_length(int((ids != 0).sum(axis=1).max())) <= ids.shape[1]
     batches = pipeline.epoch_batches(ids, 4, seed=0, epoch=0, by_length=False)
     features = np.zeros((300, 4, 2), np.float16)

@@ -26,12 +26,8 @@ def padded_length(longest: int) -> int:
     return -(-longest // LENGTH_STEP) * LENGTH_STEP
 
 
-def common_width(token_ids: np.ndarray) -> int:
-    """The width that fits every caption of `token_ids`: pad all batches to it and one compiled step serves them.
-
-    For random batches (`epoch_batches(by_length=False)`): almost every one holds a longest caption anyway, and each
-    rarer width would cost an XLA compilation (15 to 20 s for the demo's step) the first time it came up.
-    """
+def fitting_width(token_ids: np.ndarray) -> int:
+    """The padded width (ids) that holds every caption of `token_ids` (B, T), at most T."""
     return min(padded_length(int((token_ids != 0).sum(axis=1).max())), token_ids.shape[1])
 
 
@@ -39,7 +35,7 @@ def epoch_batches(token_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                   by_length: bool = True) -> list[np.ndarray]:
     """Indices of the pairs in each batch of one epoch.
 
-    by_length=False keeps batches random (each still padded only to its own longest caption):
+    by_length=False keeps batches random (best padded to one width for them all: `make_dataset(width=...)`):
     when length says a lot about the content, as in the synthetic scenes, where it gives away
     the number of shapes, batches of one length are too alike and training converges slower.
     """
@@ -63,7 +59,7 @@ def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batch
                  target_maps: np.ndarray | None = None, teacher_features=None,
                  width: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
     """(features (B, L, D) float32, token ids (B, T) int32) per batch, T padded per batch (or to `width` ids for
-    every batch: `common_width`), each gathered in a background thread while the step before it runs.
+    every batch: `fitting_width` of all the ids), each gathered in a background thread while the step before it runs.
 
     target_maps (P, max_length + 1, L), aligned with the pairs (attention supervision): each element
     then also holds the batch's maps (B, T - 1, L) float32, one per attention step, cut like the ids.
@@ -76,7 +72,7 @@ def make_dataset(features, image_index: np.ndarray, token_ids: np.ndarray, batch
 
     def element(batch):
         ids = token_ids[batch]
-        longest = width or padded_length(int((ids != 0).sum(axis=1).max()))
+        longest = width or fitting_width(ids)
         gathered = (features[image_index[batch]].astype(np.float32), ids[:, :longest])
         if target_maps is not None:
             gathered += (target_maps[batch, : longest - 1].astype(np.float32),)
@@ -118,7 +114,7 @@ def make_replica_dataset(features, image_index: np.ndarray, token_ids: np.ndarra
 
     def generate():
         for batch in batches:
-            longest = min(padded_length(int((token_ids[batch] != 0).sum(axis=1).max())), token_ids.shape[1])
+            longest = fitting_width(token_ids[batch])
             bounds = replica_bounds(len(batch), replicas)
             parts = [batch[slice(*bounds[replica])] for replica in local_replicas]
             # A replica left without rows (a batch smaller than the replica count) gets one all-padding

@@ -28,8 +28,12 @@ def check_finite(loss, epoch: int, step: int) -> None:
 
 
 def batch_width(config, token_ids: np.ndarray) -> int | None:
-    """Random batches all padded to one width (one compiled step); batches of similar length each to its own."""
-    return None if config.batch_by_length else pipeline.common_width(token_ids)
+    """Random batches all padded to one width (one compiled step); batches of similar length each to its own.
+
+    Almost every random batch holds a longest caption anyway, and each rarer width would cost an XLA compilation
+    (15 to 20 s for the demo's step) the first time it came up.
+    """
+    return None if config.batch_by_length else pipeline.fitting_width(token_ids)
 
 
 def teacher_forced_epoch(trainer: Trainer, features, image_index, token_ids, epoch: int, target_maps=None,
