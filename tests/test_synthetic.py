@@ -68,3 +68,15 @@ def test_three_objects_are_listed_left_to_right():
 def test_phrases_in_caption():
     words = "a small red circle above a large blue square".split()
     assert synthetic.phrases_in_caption(words) == [(3, "red", "circle"), (8, "blue", "square")]
+
+
+def test_background_is_grey_with_a_fine_grain_of_the_stated_spread():
+    scene = synthetic.make_scenes(1, seed=5, image_size=128)[0]
+    outside = ~np.any([obj.mask for obj in scene.objects], axis=0)
+    red, green, blue = (scene.image[..., channel][outside] for channel in range(3))
+    assert np.array_equal(red, green) and np.array_equal(green, blue)
+    # Neighbouring pixels share the smooth part; their difference is the grain's alone (std * sqrt(2)).
+    grey = scene.image[..., 0].astype(float)
+    both = outside[:, 1:] & outside[:, :-1]
+    grain = np.diff(grey, axis=1)[both].std() / np.sqrt(2)
+    assert 4.5 < grain < 7.5

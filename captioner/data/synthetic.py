@@ -35,7 +35,6 @@ OBJECT_COUNT_PROBABILITIES = {1: 0.2, 2: 0.4, 3: 0.4}
 RELATION_DOMINANCE = 2.0
 MIN_GAP = 0.04  # free space between shapes, as a fraction of the image side
 MIN_COLUMN_GAP = 0.12  # three shapes must be clearly ordered left to right
-FINE_GRAIN_RANGE = 6 * math.sqrt(12)  # a uniform grain of standard deviation 6 grey levels
 
 OBJECT_WORDS = frozenset(COLOURS) | frozenset(SHAPES)
 
@@ -86,11 +85,10 @@ def _background(rng: np.random.Generator, size: int, textured: bool) -> np.ndarr
     base = rng.uniform(90, 160)
     grey = np.full((size, size), base, dtype=np.float32)  # the same in every channel: computed once, then copied
     if textured:
-        # Low-frequency noise: blocks of random grey, smoothed by upsampling; then a fine grain, uniform rather
-        # than Gaussian (the same spread, drawn about five times as fast: it was a third of a scene's cost).
+        # Low-frequency noise: blocks of random grey, smoothed by upsampling.
         coarse = rng.normal(0, 18, size=(8, 8)).astype(np.float32)
-        grey += np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR))
-        grey += (rng.random((size, size), dtype=np.float32) - 0.5) * FINE_GRAIN_RANGE
+        smooth = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR))
+        grey += smooth + rng.normal(0, 6, size=(size, size, 1))[..., 0]
     return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from pathlib import Path
 
@@ -27,24 +28,35 @@ def report_on_test(captioner: Captioner, features, test: Split, run_dir: Path) -
         print("No test split: skipping the test evaluation.")
         return
     test_captions = caption_features(captioner, features, beam_size=1, length_penalty=0.0, no_repeat_ngram=0)
-    test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluation.evaluate
-    synthetic = synthetic_scores(test_captions, test)
-    test_scores.update(synthetic)
-    report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
-    atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
-    atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
-    print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
-    if synthetic:
-        print("  ".join(f"{k} {v:.4f}" for k, v in synthetic.items() if isinstance(v, float)))
-    size = captioner.encoder.image_size
-    for index in range(min(OVERLAY_EXAMPLES, len(test))):
-        caption = test_captions[index]
-        print(f"  {test.paths[index] if test.paths else f'test scene {index}'}: {caption.text}")
-        draw_overlay(test.image(index, size), caption.words, caption.attention, run_dir / "overlays" / f"test_{index:03d}.png",
-                     chosen_cells=caption.chosen_cells)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # The overlays are drawn while the COCO metrics wait on their Java scorers (a few seconds each).
+        overlays = pool.submit(draw_examples, test_captions, test, captioner.encoder.image_size, run_dir / "overlays")
+        test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluation.evaluate
+        synthetic = synthetic_scores(test_captions, test)
+        test_scores.update(synthetic)
+        report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
+        atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
+        atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
+        print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
+        if synthetic:
+            print("  ".join(f"{k} {v:.4f}" for k, v in synthetic.items() if isinstance(v, float)))
+        for line in overlays.result():
+            print(line)
     if test.scenes is not None:
         write_example_scenes(test, run_dir / "test_scenes")
     print(f"Model: {run_dir / BEST_MODEL}   overlays: {run_dir / 'overlays'}")
+
+
+def draw_examples(captions: list, split: Split, size: int, directory: Path, count: int = OVERLAY_EXAMPLES) -> list[str]:
+    """Overlays of the first `count` captions of a split (images at `size` pixels); a line naming each image and
+    its caption."""
+    lines = []
+    for index in range(min(count, len(split))):
+        caption = captions[index]
+        lines.append(f"  {split.paths[index] if split.paths else f'test scene {index}'}: {caption.text}")
+        draw_overlay(split.image(index, size), caption.words, caption.attention, directory / f"test_{index:03d}.png",
+                     chosen_cells=caption.chosen_cells)
+    return lines
 
 
 def write_example_scenes(split: Split, directory: Path, count: int = EXAMPLE_SCENES) -> None:
