@@ -20,7 +20,8 @@ def compile_function(function, input_signature, jit_compile: bool = False):
     """`function` as a TensorFlow graph function, traced from the loaded code (no AutoGraph).
 
     jit_compile: compile the graph with XLA, which fuses the decoder's many small per-word
-    operations (the training step runs about twice as fast on CPU: bench/RESULTS.md).
+    operations (a Flickr8k training step +28 % median on CPU, bench/RESULTS.md; the synthetic demo's small
+    step gains nothing and compiles three times as long: docs/synthetic.md).
 
     Each call makes a new graph function over a fresh wrapper: the trainer compiles one per caption
     length on purpose, and TensorFlow would otherwise count those as accidental retracing of one
