@@ -32,16 +32,15 @@ def report_on_test(captioner: Captioner, features, test: Split, run_dir: Path) -
         # The overlays are drawn while the COCO metrics wait on their Java scorers (a few seconds each).
         overlays = pool.submit(draw_examples, test_captions, test, captioner.encoder.image_size, run_dir / "overlays")
         test_scores, results = evaluate_captions(test_captions, test)  # the COCO metrics, as captioner.evaluation.evaluate
-        synthetic = synthetic_scores(test_captions, test)
-        test_scores.update(synthetic)
-        report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
-        atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
-        atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
-        print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
-        if synthetic:
-            print("  ".join(f"{k} {v:.4f}" for k, v in synthetic.items() if isinstance(v, float)))
-        for line in overlays.result():
-            print(line)
+    synthetic = synthetic_scores(test_captions, test)
+    test_scores.update(synthetic)
+    report = {"split": "test", "images": len(test), "decoding": "greedy", "checkpoint": "best", **test_scores}
+    atomic_write_text(run_dir / "test_metrics.json", json.dumps(report, indent=2))
+    atomic_write_text(run_dir / "test_captions.json", json.dumps(results, indent=1))
+    print(format_table(test_scores, f"Test split ({len(test)} images), greedy, best checkpoint"))
+    if synthetic:
+        print("  ".join(f"{k} {v:.4f}" for k, v in synthetic.items() if isinstance(v, float)))
+    print("\n".join(overlays.result()))
     if test.scenes is not None:
         write_example_scenes(test, run_dir / "test_scenes")
     print(f"Model: {run_dir / BEST_MODEL}   overlays: {run_dir / 'overlays'}")
