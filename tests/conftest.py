@@ -1,6 +1,13 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# What the code under test caches (decoded weights, features) stays out of the user's cache unless told where it is.
+if not os.environ.get("CAPTIONER_CACHE"):
+    os.environ["CAPTIONER_CACHE"] = tempfile.mkdtemp(prefix="captioner-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CAPTIONER_CACHE"], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -18,10 +18,10 @@ CAPTIONS = ["a small red circle", "a large blue square above a small red circle"
 
 
 def make_captioner(attention="additive", feature_units=32, units=32, location_embedding=True, seed=0,
-                   hard_attention=False, hard_state="sampled") -> Captioner:
+                   hard_attention=False, hard_state="sampled", encoder_layer=None) -> Captioner:
     keras.utils.set_random_seed(seed)
     vocabulary = Vocabulary.build(CAPTIONS)
-    encoder = dict(backbone="mobilenet_v2", weights=None, image_size=SMALL_IMAGE)
+    encoder = dict(backbone="mobilenet_v2", weights=None, image_size=SMALL_IMAGE, layer=encoder_layer)
     decoder = dict(embedding_dim=16, units=units, attention=attention, attention_units=16,
                    feature_units=feature_units, location_embedding=location_embedding, dropout=0.0,
                    hard_attention=hard_attention, hard_state=hard_state, seed=seed)

@@ -102,6 +102,24 @@ def test_numpy_captions_equal_keras_captions(tmp_path, settings):
     _assert_same_captions(model, numpy_model, images, beam_size=2, length_penalty=0.7)
 
 
+def test_fused_features_are_projected_once_per_coarse_cell_with_the_same_numbers(tmp_path):
+    """A fused grid's repeated coarse part is multiplied once per coarse cell (as Keras does); the result must be
+    the projection of the full repeated features. (Random-weight encoders give a near-zero coarse map, so this
+    is checked on features drawn here.)"""
+    model, numpy_model = _both(make_captioner(encoder_layer="block_13_expand_relu+out_relu"), tmp_path)
+    decoder = numpy_model.decoder
+    (rows, columns, fine_channels), (coarse_rows, _, coarse_channels) = decoder.fused_layout
+    factor = rows // coarse_rows
+    rng = np.random.default_rng(0)
+    fine = rng.normal(size=(2, rows, columns, fine_channels)).astype(np.float32)
+    coarse = rng.normal(size=(2, coarse_rows, coarse_rows, coarse_channels)).astype(np.float32)
+    repeated = coarse.repeat(factor, axis=1).repeat(factor, axis=2)
+    features = np.concatenate([fine, repeated], axis=-1).reshape(2, rows * columns, -1)
+    np.testing.assert_allclose(decoder._project(features), decoder.feature_projection(features), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(decoder._project(features),
+                               keras.ops.convert_to_numpy(model.decoder._project(features)), rtol=1e-5, atol=1e-5)
+
+
 def test_hard_attention_expected_context_and_ensembles_match(tmp_path):
     model, numpy_model = _both(make_captioner(hard_attention=True, seed=3), tmp_path)
     model.decoder.hard_inference = numpy_model.decoder.hard_inference = "expected"
@@ -209,3 +227,52 @@ def test_a_few_photos_never_start_tensorflow_and_many_use_keras(tmp_path, monkey
     assert isinstance(caption_cli.load_model(SHIPPED_MODEL, "auto", caption_cli.NUMPY_MAX_PHOTOS), NumpyCaptioner)
     assert isinstance(caption_cli.load_model(SHIPPED_MODEL, "auto", caption_cli.NUMPY_MAX_PHOTOS + 1), Captioner)
     assert isinstance(caption_cli.load_model(SHIPPED_MODEL, "numpy", 1000), NumpyCaptioner)
+
+
+def test_top_k_is_a_stable_sort_cut_to_k_ties_included():
+    """Beam search's top k finds the k-th value first and sorts only what reaches it; it must pick exactly what a
+    stable full sort picks, ties at the cut (lower index first) and the impossible candidates included."""
+    from captioner.numpy_model.search import NEVER, _top_k
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        columns, k = int(rng.integers(1, 80)), int(rng.integers(1, 8))
+        values = rng.integers(-3, 3, size=(int(rng.integers(1, 4)), columns)).astype(np.float32)  # many ties
+        values[:, rng.integers(0, columns, size=columns // 3)] = NEVER
+        k = min(k, columns)
+        np.testing.assert_array_equal(_top_k(values, k), np.argsort(-values, axis=-1, kind="stable")[:, :k])
+
+
+def test_packed_weights_are_decoded_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    """Decoding a packed file's scale-offset filter is most of a cold start: the decoded weights are kept in the
+    cache, used while the file is the same, decoded again when it changes; other storages are read directly."""
+    import h5py
+
+    monkeypatch.setenv("CAPTIONER_CACHE", str(tmp_path / "cache"))
+    entries = tmp_path / "cache" / "weights"
+    path = tmp_path / "model.keras"
+    save_model(make_captioner(seed=1), path, weights_dtype="packed")
+    decoded = KerasFile(path)
+    assert len(list(entries.glob("*.npz"))) == 1
+
+    with monkeypatch.context() as patched:  # the second read must not touch the HDF5 file
+        patched.setattr(h5py, "File", lambda *args, **kwargs: pytest.fail("decoded the weights again"))
+        cached = KerasFile(path)
+    assert cached._arrays.keys() == decoded._arrays.keys()
+    for name, array in decoded._arrays.items():
+        np.testing.assert_array_equal(cached._arrays[name], array)
+
+    save_model(make_captioner(seed=2), path, weights_dtype="packed")  # another model at the same path
+    changed = KerasFile(path)
+    assert not np.array_equal(changed.variables("decoder/lstm_cell")[0], decoded.variables("decoder/lstm_cell")[0])
+    assert len(list(entries.glob("*.npz"))) == 1  # one entry per model path, replaced
+
+    float16 = tmp_path / "float16.keras"
+    save_model(make_captioner(seed=1), float16, weights_dtype="float16")
+    KerasFile(float16)
+    assert len(list(entries.glob("*.npz"))) == 1
+
+    (tmp_path / "not-a-folder").write_text("")  # a cache that cannot be written: the model still loads
+    monkeypatch.setenv("CAPTIONER_CACHE", str(tmp_path / "not-a-folder"))
+    np.testing.assert_array_equal(KerasFile(path).variables("decoder/lstm_cell")[0],
+                                  changed.variables("decoder/lstm_cell")[0])

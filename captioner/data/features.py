@@ -33,13 +33,14 @@ import tensorflow as tf
 
 from captioner.data.images import ImageError, jitter_colours, load_image
 from captioner.utils.atomic import atomic_path, atomic_write_text
+from captioner.utils.cache import cache_root
 from captioner.utils.graph import compile_function
 from captioner.utils.litert import litert_function
 from captioner.utils.progress import progress_bar
 
 SHARD_SIZE = 4096  # images per shard: an interrupted extraction loses at most this many
 BATCH = 32
-DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner")) / "features"
+DEFAULT_CACHE = cache_root() / "features"
 
 
 # Images from which the encoder's frozen part runs with LiteRT: converting it takes 1 to 2 s, which LiteRT's

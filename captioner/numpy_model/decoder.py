@@ -1,6 +1,9 @@
 """The decoder's step in NumPy (`captioner.model.decoder` has the equations), and the ensemble's average.
 
 Shapes as there: B images (times beams), L locations, D feature size, V words.
+
+Decoding one photo with beam 3 reads every weight matrix of every member for three rows at a time: the step is
+bound by memory, not arithmetic (bench/RESULTS.md, "The NumPy copy's decoding step").
 """
 
 from __future__ import annotations
@@ -11,8 +14,19 @@ from typing import Callable
 import numpy as np
 
 
+def _tanh(x: np.ndarray) -> np.ndarray:
+    """tanh(x) = 1 - 2 / (exp(2x) + 1): NumPy's float32 exp is vectorised where its tanh is not (without
+    AVX-512), and tanh over the attention's (B, L, A) sums was a third of a decoding step."""
+    with np.errstate(over="ignore"):  # exp(2x) = inf for large x gives 1 - 0 = 1, as it should
+        y = np.exp(2.0 * x)
+    y += 1.0
+    np.divide(-2.0, y, out=y)
+    y += 1.0
+    return y
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow for large -x
+    return 0.5 * (_tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow for large -x
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -55,9 +69,10 @@ class Decoder:
         self.hard_state = config.get("hard_state", "sampled")  # what the LSTM carries on: see DecoderWithAttention
         self.feature_projection = (Dense(variables("feature_projection"), _relu)
                                    if config.get("feature_units") else None)
+        self.fused_layout = config.get("fused_layout")  # [[rows, columns, channels], ...], the finest grid first
         self.location_embedding = variables("")[0] if config.get("location_embedding", True) else None
-        self.init_h = Dense(variables("init_h"), np.tanh)
-        self.init_c = Dense(variables("init_c"), np.tanh)
+        self.init_h = Dense(variables("init_h"), _tanh)
+        self.init_c = Dense(variables("init_c"), _tanh)
         if self.score == "additive":
             self.key_projection = Dense(variables("attention/feature_projection"))
             self.query_projection = Dense(variables("attention/query_projection"))
@@ -74,26 +89,46 @@ class Decoder:
     def prepare(self, features: np.ndarray):
         """features (B, L, raw D) -> features (B, L, D), keys, [h, c]: what depends only on the image."""
         if self.feature_projection is not None:
-            features = self.feature_projection(features)
+            features = self._project(features)
         if self.location_embedding is not None:
             features = features + self.location_embedding
         mean_feature = features.mean(axis=1)
         keys = self.key_projection(features) if self.score == "additive" else features
         return features, keys, [self.init_h(mean_feature), self.init_c(mean_feature)]
 
+    def _project(self, features: np.ndarray) -> np.ndarray:
+        """The feature projection; fused features' coarse parts projected once per coarse cell and repeated, as
+        `DecoderWithAttention._project` does (the same numbers, less work)."""
+        if not self.fused_layout:
+            return self.feature_projection(features)
+        rows, columns = self.fused_layout[0][:2]
+        kernel, projected, start = self.feature_projection.kernel, self.feature_projection.bias, 0
+        for part_rows, _, channels in self.fused_layout:
+            part, part_kernel = features[:, :, start : start + channels], kernel[start : start + channels]
+            start += channels
+            factor = rows // part_rows
+            if factor > 1:  # the top-left copy of each coarse cell, projected, then repeated over its block
+                coarse = part.reshape(-1, rows, columns, channels)[:, ::factor, ::factor] @ part_kernel
+                coarse = coarse.repeat(factor, axis=1).repeat(factor, axis=2)
+                part_projected = coarse.reshape(len(part), rows * columns, -1)
+            else:
+                part_projected = part @ part_kernel
+            projected = projected + part_projected
+        return _relu(projected)
+
     def attend(self, features, keys, hidden):
         """-> context (B, D), attention weights (B, L)."""
         if self.score == "none":
             scores = np.zeros(keys.shape[:2], np.float32)
         elif self.score == "additive":
-            scores = self.score_vector(np.tanh(keys + self.query_projection(hidden)[:, None]))[..., 0]
+            scores = self.score_vector(_tanh(keys + self.query_projection(hidden)[:, None]))[..., 0]
         else:
             query = self.query_projection(hidden) if self.score == "general" else hidden
             scores = np.einsum("bld,bd->bl", keys, query)
             if self.score == "scaled_dot":
                 scores = scores / np.float32(math.sqrt(keys.shape[-1]))
         weights = _softmax(scores)
-        return np.einsum("bl,bld->bd", weights, features), weights
+        return (weights[:, None, :] @ features)[:, 0], weights  # sum_i alpha_i a_i
 
     def step(self, previous_words, state, features, keys):
         """previous_words (B,) -> logits (B, V), new [h, c], attention weights (B, L)."""
@@ -120,8 +155,8 @@ class Decoder:
         gates = np.concatenate([embedded, context], axis=-1) @ self.lstm_kernel + hidden @ self.lstm_recurrent_kernel
         gates += self.lstm_bias
         input_gate, forget_gate, candidate, output_gate = np.split(gates, 4, axis=-1)
-        memory = _sigmoid(forget_gate) * memory + _sigmoid(input_gate) * np.tanh(candidate)
-        return [_sigmoid(output_gate) * np.tanh(memory), memory]
+        memory = _sigmoid(forget_gate) * memory + _sigmoid(input_gate) * _tanh(candidate)
+        return [_sigmoid(output_gate) * _tanh(memory), memory]
 
     def _read(self, embedded, context, state):
         """The LSTM step and the deep output layer for one gated context: -> logits (B, V), new [h, c]."""
