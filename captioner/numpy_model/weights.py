@@ -6,7 +6,7 @@ them (a Dense layer: kernel, bias). A layer's path is the attribute that holds i
 the layers of a list or a functional model are named by their class, numbered in order
 (`encoder/backbone/layers/conv2d_3`, `decoder/members/decoder_with_attention_1`).
 
-Packed files (`save_model(..., packed=True)`, the shipped models) store their matrices through HDF5's
+Packed files (`save_model(..., weights_dtype="packed")`, the shipped models) store their matrices through HDF5's
 scale-offset filter, whose decoding took 0.41 s of a 0.9 s cold `predict.py` on 2 CPU cores; their decoded
 float32 weights are kept in the user's cache (`<cache>/weights/`, one file per model path, made again when the
 model file changes), which loads in about a tenth of that.

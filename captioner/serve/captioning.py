@@ -2,8 +2,8 @@
 
 Processes rather than threads: the beam search is a Python loop that holds the GIL, so two threads would
 caption no faster than one on 2 cores. Each worker loads the NumPy copy of every served model when it
-starts (`captioner.numpy_model`: no TensorFlow, about 0.5 s) and then captions one upload at a time.
-Nothing an upload says reaches the file system: the bytes are decoded in memory.
+starts (`captioner.numpy_model`: no TensorFlow; packed weights decoded once into the user's cache) and then
+captions one upload at a time. Nothing an upload says reaches the file system: the bytes are decoded in memory.
 """
 
 from __future__ import annotations
