@@ -48,25 +48,28 @@ def word_aware_maps(cells: int, tau: float, kept: dict):
         for t in range(inputs.shape[1]):
             previous = ops.convert_to_tensor(inputs[:, t])
             target = inputs[:, t + 1] if t + 1 < inputs.shape[1] else np.zeros(len(inputs), np.int32)
-            log_probs, next_state, weights = decoder.step(previous, state, features, keys)  # the drawn cell's read
-            weights = ops.convert_to_numpy(weights)
-            word_log_probs.append(ops.convert_to_numpy(log_probs)[rows, target])
+            member_states = [state[2 * i : 2 * i + 2] for i in range(len(decoder.members))]
+            looks = [member.look(own_state, own_features, own_keys) for member, own_state, own_features, own_keys
+                     in zip(decoder.members, member_states, member_features, member_keys)]
+            weights = ops.convert_to_numpy(ops.mean(ops.stack([alpha for _, alpha in looks]), axis=0))  # (B, L)
+            # Candidate 0 is the drawn cell (alpha's argmax, ties to the lower index as `most_likely_cell`): its
+            # reading is the model's own step, whose states go on to the next word.
+            top = np.argsort(-weights, axis=-1, kind="stable")[:, : max(cells, 1)]  # (B, K)
+            scores = tau * np.log(np.take_along_axis(weights, top, axis=1) + 1e-30)
+            for k in range(top.shape[1]):
+                chosen = ops.convert_to_tensor(top[:, k].astype(np.int32))
+                readings = [member.read_cell(previous, own_state, own_features, context, chosen)
+                            for member, own_state, own_features, (context, _)
+                            in zip(decoder.members, member_states, member_features, looks)]
+                log_probs = ops.convert_to_numpy(decoder._average([ops.log_softmax(logits, axis=-1)
+                                                                   for logits, _ in readings]))[rows, target]
+                if k == 0:
+                    word_log_probs.append(log_probs)
+                    state = [tensor for _, member_state in readings for tensor in member_state]
+                scores[:, k] += log_probs
             if cells:
-                member_states = [state[2 * i : 2 * i + 2] for i in range(len(decoder.members))]
-                looks = [member.look(own_state, own_features, own_keys) for member, own_state, own_features, own_keys
-                         in zip(decoder.members, member_states, member_features, member_keys)]
-                top = np.argsort(-weights, axis=-1, kind="stable")[:, :cells]  # (B, K)
-                scores = tau * np.log(np.take_along_axis(weights, top, axis=1) + 1e-30)
-                for k in range(cells):
-                    chosen = ops.convert_to_tensor(top[:, k].astype(np.int32))
-                    member_log_probs = [ops.log_softmax(member.read_cell(previous, own_state, own_features, context,
-                                                                         chosen)[0], axis=-1)
-                                        for member, own_state, own_features, (context, _)
-                                        in zip(decoder.members, member_states, member_features, looks)]
-                    scores[:, k] += ops.convert_to_numpy(decoder._average(member_log_probs))[rows, target]
                 posterior_cells.append(top[rows, scores.argmax(axis=1)])
             maps.append(weights)
-            state = next_state
         kept["word_log_probs"] = np.stack(word_log_probs, axis=1)  # (B, T)
         kept["posterior_cells"] = np.stack(posterior_cells, axis=1) if cells else None
         kept["row"] = 0

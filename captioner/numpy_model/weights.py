@@ -52,11 +52,13 @@ class KerasFile:
             kind = saved.get("class_name") if isinstance(saved, dict) else type(saved).__name__
             raise ValueError(f"{path}: holds a {kind}, not a Captioner")
         self.config = saved["config"]
-        source = np.array([os.path.getsize(path), os.stat(path).st_mtime_ns], np.int64)
-        self._packed = False  # read through the scale-offset filter, slow to decode: worth keeping decoded
-        self._arrays: dict[str, np.ndarray] = _cached_weights(path, source) or self._decode_weights()
-        if self._packed:
-            _cache_weights(path, source, self._arrays)
+        stat = os.stat(path)
+        source = np.array([stat.st_size, stat.st_mtime_ns], np.int64)
+        self._arrays = _cached_weights(path, source)
+        if self._arrays is None:
+            self._arrays, packed = self._decode_weights()
+            if packed:  # read through the scale-offset filter, slow to decode: worth keeping decoded
+                _cache_weights(path, source, self._arrays)
 
     @contextlib.contextmanager
     def _archive(self):
@@ -67,8 +69,9 @@ class KerasFile:
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
             raise ValueError(f"{self.path}: not a captioner model ({error})") from error
 
-    def _decode_weights(self) -> dict[str, np.ndarray]:
-        """Every weight of the file as float32 (float16 storage computes in float32), by its path."""
+    def _decode_weights(self) -> tuple[dict[str, np.ndarray], bool]:
+        """Every weight of the file as float32 (float16 storage computes in float32), by its path; and whether any
+        was packed."""
         with self._archive() as archive:
             weights = archive.read("model.weights.h5")
         arrays, packed = {}, []
@@ -82,8 +85,7 @@ class KerasFile:
                 store.visititems(keep)
         except OSError as error:  # h5py's error for a damaged file
             raise ValueError(f"{self.path}: not a captioner model (its weights cannot be read: {error})") from error
-        self._packed = any(packed)
-        return arrays
+        return arrays, any(packed)
 
     def layer_counts(self, parent: str) -> dict[str, int]:
         """How many layers of each class hold weights directly under `parent` (`conv2d`, `conv2d_1`: 2 conv2d)."""
