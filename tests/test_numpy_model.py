@@ -58,12 +58,26 @@ def _both(model, tmp_path) -> tuple[Captioner, NumpyCaptioner]:
     return model, load_numpy_captioner(path)
 
 
+def _randomise_batch_norms(backbone):
+    """Statistics as a trained network has them: a new layer's BatchNorm is nearly the identity."""
+    rng = np.random.default_rng(0)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2.0, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2.0, variance.shape)])
+
+
 @pytest.mark.parametrize("cut, size", [("out_relu", SMALL_IMAGE), ("block_13_expand_relu", SMALL_IMAGE),
                                        ("out_relu", 75), ("block_6_expand_relu", 75),
-                                       ("block_13_expand_relu+out_relu", SMALL_IMAGE)])
+                                       ("block_13_expand_relu+out_relu", SMALL_IMAGE),
+                                       ("block_5_project_BN", SMALL_IMAGE), ("block_2_expand", SMALL_IMAGE),
+                                       ("block_13_expand+out_relu", SMALL_IMAGE), ("block_13_expand_BN+out_relu", SMALL_IMAGE)])
 def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     # 75 px: odd sizes on the way down, where keras.applications pads before and after a stride-2 layer.
     # A fused cut ("+"): the NumPy encoder repeats the coarser map and joins them as Keras does.
+    # A BatchNorm or a convolution as the cut, or kept beside it: NumPy folds each BatchNorm into the
+    # convolution before it, except where that convolution's own map is read.
     keras.utils.set_random_seed(1)
     reference = make_captioner()  # its vocabulary and decoder settings, over the encoder under test
     decoder = {key: value for key, value in reference.decoder.get_config().items()
@@ -71,6 +85,7 @@ def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     model = Captioner(reference.vocabulary.words, dict(backbone="mobilenet_v2", weights=None, image_size=size,
                                                        layer=cut), decoder, max_length=8)
     model.build()
+    _randomise_batch_norms(model.encoder.backbone)
     save_model(model, tmp_path / "model.keras")
     keras_file = KerasFile(tmp_path / "model.keras")
     numpy_encoder = NumpyEncoder(keras_file.config["encoder"], keras_file)

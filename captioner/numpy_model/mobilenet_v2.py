@@ -44,6 +44,41 @@ def _windows(x: np.ndarray, stride: int, kernel: int = 3):
             yield (i, j), x[:, i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (columns - 1) + 1 : stride]
 
 
+def _convolution(kernel: np.ndarray, stride: int, shift: np.ndarray | None = None) -> Callable:
+    """A convolution (k, k, in, out) with 'same' padding, plus `shift` per output channel."""
+    def conv(x):
+        if kernel.shape[0] == 1:  # pointwise: one matrix product over every pixel
+            out = x @ kernel[0, 0]
+        else:
+            top, bottom = _same_padding(x.shape[1], stride)
+            left, right = _same_padding(x.shape[2], stride)
+            views = [view for _, view in _windows(_padded(x, top, bottom, left, right), stride, kernel.shape[0])]
+            patches = np.concatenate(views, axis=-1)  # (B, H', W', k*k*in), ordered like the kernel's rows
+            out = patches @ kernel.reshape(-1, kernel.shape[-1])
+        if shift is not None:
+            out += shift
+        return out
+    return conv
+
+
+def _depthwise_convolution(kernel: np.ndarray, stride: int, shift: np.ndarray | None = None) -> Callable:
+    """A 3x3 depthwise convolution (3, 3, channels, 1), plus `shift` per channel."""
+    def depthwise(x):
+        if stride == 1:  # 'same' padding; stride 2 follows an explicit ZeroPadding2D and pads nothing
+            x = _padded(x, 1, 1, 1, 1)
+        out = term = None
+        for (i, j), view in _windows(x, stride):
+            if out is None:
+                out = view * kernel[i, j, :, 0]
+                term = np.empty_like(out)  # one buffer for the other eight products
+                continue
+            out += np.multiply(view, kernel[i, j, :, 0], out=term)
+        if shift is not None:
+            out += shift
+        return out
+    return depthwise
+
+
 class _CutReached(Exception):
     """Raised by the layer at the cut: building stops there."""
 
@@ -61,6 +96,9 @@ class MobileNetV2:
         self._counts: dict[str, int] = {}
         self.saved_names: dict[str, str] = {}  # layer -> the saved name of its weights (the layers that have some)
         self._layers: list[tuple[str, tuple[str, ...], Callable]] = []  # (Keras name, its inputs' names, function)
+        self._kept = {cut, *self.also}  # maps the caller reads: never folded away or overwritten in place
+        self._linear: dict[str, tuple] = {}  # convolutions not yet folded: name -> (factory, kernel, stride)
+        self._folded: set[str] = set()  # BatchNorm layers folded into their convolution (they pass its map on)
         try:
             self._build()  # up to the cut: a model cut early holds no weights for the layers after it
         except _CutReached:
@@ -101,39 +139,36 @@ class MobileNetV2:
         return self._variables(self.saved_names[layer])
 
     # The layers: each reads the activations of the layers it names (a block's add reads the block's input).
+    # A convolution followed by its BatchNorm runs as one layer: the BatchNorm's scale multiplies the kernel
+    # and its shift is added to the product, one pass over the map instead of three (`_batch_norm`).
     def _conv(self, name: str, source: str, stride: int = 1) -> None:
         (kernel,) = self._next_weights("conv2d", name)  # (k, k, in, out), no bias: BatchNorm follows
-
-        def conv(x):
-            if kernel.shape[0] == 1:  # pointwise: one matrix product over every pixel
-                return x @ kernel[0, 0]
-            top, bottom = _same_padding(x.shape[1], stride)
-            left, right = _same_padding(x.shape[2], stride)
-            views = [view for _, view in _windows(_padded(x, top, bottom, left, right), stride, kernel.shape[0])]
-            patches = np.concatenate(views, axis=-1)  # (B, H', W', k*k*in), ordered like the kernel's rows
-            return patches @ kernel.reshape(-1, kernel.shape[-1])
-        self._append(name, (source,), conv)
+        self._linear[name] = (_convolution, kernel, stride)
+        self._append(name, (source,), _convolution(kernel, stride))
 
     def _depthwise(self, name: str, source: str, stride: int) -> None:
         (kernel,) = self._next_weights("depthwise_conv2d", name)  # (3, 3, channels, 1)
-
-        def depthwise(x):
-            if stride == 1:  # 'same' padding; stride 2 follows an explicit ZeroPadding2D and pads nothing
-                x = _padded(x, 1, 1, 1, 1)
-            out = None
-            for (i, j), view in _windows(x, stride):
-                term = view * kernel[i, j, :, 0]
-                out = term if out is None else np.add(out, term, out=out)
-            return out
-        self._append(name, (source,), depthwise)
+        self._linear[name] = (_depthwise_convolution, kernel, stride)
+        self._append(name, (source,), _depthwise_convolution(kernel, stride))
 
     def _batch_norm(self, name: str, source: str) -> None:
         gamma, beta, mean, variance = self._next_weights("batch_normalization", name)
         scale = gamma / np.sqrt(variance + BATCH_NORM_EPSILON)
         shift = beta - mean * scale
+        if self._layers[-1][0] == source and source in self._linear and source not in self._kept:
+            # Folded into the convolution before it, whose own (unnormalised) output nothing else reads.
+            make, kernel, stride = self._linear.pop(source)
+            kernel = kernel * (scale if make is _convolution else scale[:, None])  # out channels are the last axis
+            self._layers[-1] = (source, self._layers[-1][1], make(kernel, stride, shift))
+            self._folded.add(name)
+            self._append(name, (source,), lambda x: x)
+            return
         self._append(name, (source,), lambda x: x * scale + shift)
 
     def _relu6(self, name: str, source: str) -> None:
+        if source in self._folded and source not in self._kept:  # a map made by the layer before and read only here
+            self._append(name, (source,), lambda x: np.clip(x, 0.0, 6.0, out=x))
+            return
         self._append(name, (source,), lambda x: np.clip(x, 0.0, 6.0))
 
     def _zero_pad_for_stride_2(self, name: str, source: str) -> None:
