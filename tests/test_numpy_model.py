@@ -72,7 +72,8 @@ def _randomise_batch_norms(backbone):
                                        ("out_relu", 75), ("block_6_expand_relu", 75),
                                        ("block_13_expand_relu+out_relu", SMALL_IMAGE),
                                        ("block_5_project_BN", SMALL_IMAGE), ("block_2_expand", SMALL_IMAGE),
-                                       ("block_13_expand+out_relu", SMALL_IMAGE), ("block_13_expand_BN+out_relu", SMALL_IMAGE)])
+                                       ("block_13_expand+out_relu", SMALL_IMAGE),
+                                       ("block_13_expand_BN+out_relu", SMALL_IMAGE)])
 def test_mobilenet_v2_activations_equal_keras(tmp_path, cut, size):
     # 75 px: odd sizes on the way down, where keras.applications pads before and after a stride-2 layer.
     # A fused cut ("+"): the NumPy encoder repeats the coarser map and joins them as Keras does.
