@@ -9,7 +9,8 @@ The network, as `keras.applications.MobileNetV2` builds it (alpha 1):
 
 Every layer keeps its Keras name (`block_13_expand_relu`), so the encoder can stop at the layer
 a model was cut at. Weights are looked up the way Keras saved them: layers of one class numbered
-in the order the network makes them (`conv2d`, `conv2d_1`, ...).
+in the order the network makes them (`conv2d`, `conv2d_1`, ...). Each BatchNorm is folded into the
+convolution before it (inference needs only its scale and shift), unless the caller reads that convolution's map.
 """
 
 from __future__ import annotations
