@@ -85,25 +85,20 @@ class PhraseRecorder(grounding.Scorer):
         super().__init__(*args, **kwargs)
         self.kept, self.records = kept, []
 
-    def caption(self, maps, sentence, annotation, kept_words, feature_norm, cache):
-        from captioner.data.entities import normalised_boxes, phrase_coverage
+    def caption(self, *args, **kwargs):
+        super().caption(*args, **kwargs)
+        self.kept["row"] += 1  # the next caption's row of the kept arrays
 
-        row = self.kept["row"]
-        self.kept["row"] += 1
-        for phrase in sentence.phrases:  # the scorer's own conditions for a scored phrase
-            coverage = phrase_coverage(annotation, phrase, self.grid, cache)
-            if coverage is None or not coverage.any() or coverage.mean() >= self.max_cover or phrase.last >= kept_words:
-                continue
-            corners = normalised_boxes(annotation.boxes_of(phrase), annotation.width, annotation.height)
-            head = phrase.last
-            record = {"types": list(phrase.types),
-                      "pointing": bool(points_inside(int(maps[head].argmax()), corners, self.grid)),
-                      "probability": float(np.exp(self.kept["word_log_probs"][row, head]))}
-            if self.kept["posterior_cells"] is not None:
-                cell = int(self.kept["posterior_cells"][row, head])
-                record["posterior_pointing"] = bool(points_inside(cell, corners, self.grid))
-            self.records.append(record)
-        super().caption(maps, sentence, annotation, kept_words, feature_norm, cache)
+    def score(self, phrase, maps, coverage, corners, feature_norm):
+        super().score(phrase, maps, coverage, corners, feature_norm)
+        row, head = self.kept["row"], phrase.last
+        record = {"types": list(phrase.types),
+                  "pointing": bool(points_inside(int(maps[head].argmax()), corners, self.grid)),
+                  "probability": float(np.exp(self.kept["word_log_probs"][row, head]))}
+        if self.kept["posterior_cells"] is not None:
+            cell = int(self.kept["posterior_cells"][row, head])
+            record["posterior_pointing"] = bool(points_inside(cell, corners, self.grid))
+        self.records.append(record)
 
 
 def report(records: list[dict]) -> str:

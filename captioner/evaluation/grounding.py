@@ -108,11 +108,15 @@ class Scorer:
                 self.skipped["past_max_length"] += 1
             else:
                 corners = normalised_boxes(annotation.boxes_of(phrase), annotation.width, annotation.height)
-                self.tally.add(phrase.types, score_phrase(maps, phrase.first, phrase.last, coverage, corners,
-                                                          self.grid, feature_norm, self.hard))
+                self.score(phrase, maps, coverage, corners, feature_norm)
                 scored.append((phrase.types, maps[phrase.last], coverage))
         for types, scores in pair_scores(scored):
             self.pairs.add(types, scores)
+
+    def score(self, phrase, maps: np.ndarray, coverage: np.ndarray, corners, feature_norm: np.ndarray) -> None:
+        """One scored phrase into the tally (a diagnostic may extend it: `bench/pointing_limits.py`)."""
+        self.tally.add(phrase.types, score_phrase(maps, phrase.first, phrase.last, coverage, corners, self.grid,
+                                                  feature_norm, self.hard))
 
 
 def is_hard(decoder) -> bool:

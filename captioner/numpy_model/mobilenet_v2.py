@@ -45,8 +45,11 @@ def _windows(x: np.ndarray, stride: int, kernel: int = 3):
             yield (i, j), x[:, i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (columns - 1) + 1 : stride]
 
 
-def _convolution(kernel: np.ndarray, stride: int, shift: np.ndarray | None = None) -> Callable:
-    """A convolution (k, k, in, out) with 'same' padding, plus `shift` per output channel."""
+def _convolution(kernel: np.ndarray, stride: int, scale=None, shift=None) -> Callable:
+    """A convolution (k, k, in, out) with 'same' padding; with a BatchNorm folded in, its `scale` and `shift` per
+    output channel."""
+    if scale is not None:
+        kernel = kernel * scale  # output channels are the kernel's last axis
     def conv(x):
         if kernel.shape[0] == 1:  # pointwise: one matrix product over every pixel
             out = x @ kernel[0, 0]
@@ -62,8 +65,11 @@ def _convolution(kernel: np.ndarray, stride: int, shift: np.ndarray | None = Non
     return conv
 
 
-def _depthwise_convolution(kernel: np.ndarray, stride: int, shift: np.ndarray | None = None) -> Callable:
-    """A 3x3 depthwise convolution (3, 3, channels, 1), plus `shift` per channel."""
+def _depthwise_convolution(kernel: np.ndarray, stride: int, scale=None, shift=None) -> Callable:
+    """A 3x3 depthwise convolution (3, 3, channels, 1); with a BatchNorm folded in, its `scale` and `shift` per
+    channel."""
+    if scale is not None:
+        kernel = kernel * scale[:, None]
     def depthwise(x):
         if stride == 1:  # 'same' padding; stride 2 follows an explicit ZeroPadding2D and pads nothing
             x = _padded(x, 1, 1, 1, 1)
@@ -98,8 +104,7 @@ class MobileNetV2:
         self.saved_names: dict[str, str] = {}  # layer -> the saved name of its weights (the layers that have some)
         self._layers: list[tuple[str, tuple[str, ...], Callable]] = []  # (Keras name, its inputs' names, function)
         self._kept = {cut, *self.also}  # maps the caller reads: never folded away or overwritten in place
-        self._linear: dict[str, tuple] = {}  # convolutions not yet folded: name -> (factory, kernel, stride)
-        self._folded: set[str] = set()  # BatchNorm layers folded into their convolution (they pass its map on)
+        self._last_convolution = None  # (name, factory, kernel, stride): what a BatchNorm after it folds into
         try:
             self._build()  # up to the cut: a model cut early holds no weights for the layers after it
         except _CutReached:
@@ -144,30 +149,28 @@ class MobileNetV2:
     # and its shift is added to the product, one pass over the map instead of three (`_batch_norm`).
     def _conv(self, name: str, source: str, stride: int = 1) -> None:
         (kernel,) = self._next_weights("conv2d", name)  # (k, k, in, out), no bias: BatchNorm follows
-        self._linear[name] = (_convolution, kernel, stride)
+        self._last_convolution = (name, _convolution, kernel, stride)
         self._append(name, (source,), _convolution(kernel, stride))
 
     def _depthwise(self, name: str, source: str, stride: int) -> None:
         (kernel,) = self._next_weights("depthwise_conv2d", name)  # (3, 3, channels, 1)
-        self._linear[name] = (_depthwise_convolution, kernel, stride)
+        self._last_convolution = (name, _depthwise_convolution, kernel, stride)
         self._append(name, (source,), _depthwise_convolution(kernel, stride))
 
     def _batch_norm(self, name: str, source: str) -> None:
         gamma, beta, mean, variance = self._next_weights("batch_normalization", name)
         scale = gamma / np.sqrt(variance + BATCH_NORM_EPSILON)
         shift = beta - mean * scale
-        if self._layers[-1][0] == source and source in self._linear and source not in self._kept:
+        convolution, make, kernel, stride = self._last_convolution
+        if convolution == source == self._layers[-1][0] and source not in self._kept:
             # Folded into the convolution before it, whose own (unnormalised) output nothing else reads.
-            make, kernel, stride = self._linear.pop(source)
-            kernel = kernel * (scale if make is _convolution else scale[:, None])  # out channels are the last axis
-            self._layers[-1] = (source, self._layers[-1][1], make(kernel, stride, shift))
-            self._folded.add(name)
+            self._layers[-1] = (source, self._layers[-1][1], make(kernel, stride, scale, shift))
             self._append(name, (source,), lambda x: x)
             return
         self._append(name, (source,), lambda x: x * scale + shift)
 
     def _relu6(self, name: str, source: str) -> None:
-        if source in self._folded and source not in self._kept:  # a map made by the layer before and read only here
+        if source not in self._kept:  # its source, a BatchNorm, made a map that only this layer reads
             self._append(name, (source,), lambda x: np.clip(x, 0.0, 6.0, out=x))
             return
         self._append(name, (source,), lambda x: np.clip(x, 0.0, 6.0))
