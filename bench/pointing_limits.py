@@ -102,15 +102,19 @@ class PhraseRecorder(grounding.Scorer):
 
 
 def report(records: list[dict]) -> str:
-    def line(name, chosen, key="pointing"):
-        share = np.mean([r[key] for r in chosen]) if chosen else float("nan")
-        return f"{name:44s} {len(chosen):7d} {share:9.3f}"
+    def share(chosen, key="pointing"):
+        return np.mean([r[key] for r in chosen]) if chosen else float("nan")
 
-    lines = [f"{'head words':44s} {'phrases':>7s} {'pointing':>9s}", line("all (the drawn cell, as grounding)", records)]
+    def line(name, chosen, key="pointing"):
+        return f"{name:44s} {len(chosen):7d} {share(chosen, key):9.3f}"
+
+    lines = [f"{'head words':44s} {'phrases':>7s} {'pointing':>9s}",
+             line("all (the drawn cell, as grounding)", records)]
     for low, high in zip(PROBABILITY_BINS, PROBABILITY_BINS[1:]):
-        lines.append(line(f"  p(head word | drawn cell) in [{low}, {high})",
-                          [r for r in records if low <= r["probability"] < high or (high == 1.0 and r["probability"] == 1.0)]))
-    if records and "posterior_pointing" in records[0]:
+        in_bin = [r for r in records if low <= r["probability"] < high or r["probability"] == high == 1.0]
+        lines.append(line(f"  p(head word | drawn cell) in [{low}, {high})", in_bin))
+    posterior = bool(records) and "posterior_pointing" in records[0]
+    if posterior:
         lines.append(line("all, the posterior cell", records, "posterior_pointing"))
     by_type = collections.defaultdict(list)
     for record in records:
@@ -119,9 +123,8 @@ def report(records: list[dict]) -> str:
     lines.append(f"\n{'type':12s} {'phrases':>7s} {'drawn':>7s} {'p>=0.2':>7s} {'posterior':>9s}")
     for kind, chosen in sorted(by_type.items(), key=lambda item: -len(item[1])):
         expected = [r for r in chosen if r["probability"] >= 0.2]
-        posterior = np.mean([r["posterior_pointing"] for r in chosen]) if "posterior_pointing" in chosen[0] else float("nan")
-        lines.append(f"{kind:12s} {len(chosen):7d} {np.mean([r['pointing'] for r in chosen]):7.3f} "
-                     f"{np.mean([r['pointing'] for r in expected]) if expected else float('nan'):7.3f} {posterior:9.3f}")
+        posterior_share = share(chosen, "posterior_pointing") if posterior else float("nan")
+        lines.append(f"{kind:12s} {len(chosen):7d} {share(chosen):7.3f} {share(expected):7.3f} {posterior_share:9.3f}")
     return "\n".join(lines)
 
 
