@@ -3,7 +3,7 @@
 TensorFlow's C++ side prints oneDNN and CUDA notices straight to file descriptor 2 before any
 Python logging setting applies ("Could not find cuda drivers", "failed call to cuInit" on every
 CPU machine). The command-line tools import it with stderr pointed at a temporary file and show
-that file only if the import fails.
+that file only if the import fails. They also get TensorFlow's pooling CPU allocator (`allocator`).
 """
 
 import contextlib
@@ -11,9 +11,12 @@ import os
 import sys
 import tempfile
 
+from captioner.utils.allocator import use_pooled_cpu_allocator
+
 
 def import_tensorflow_quietly() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    use_pooled_cpu_allocator()  # read when TensorFlow makes its CPU device, so even after an earlier import
     if "tensorflow" in sys.modules:
         return
     with quiet_stderr():
