@@ -26,6 +26,9 @@ Variants:
                           of 576 + 1,280 features, the 7x7 part repeated 2x2), its projection computed per
                           7x7 cell for the repeated part (DecoderWithAttention's fused_layout)
   ours_fused_plain        the same with the projection multiplied on all 196 cells' 1,856 features
+  ours_malloc, ours_fused_malloc
+                          ours and ours_fused with TensorFlow's default CPU allocator (malloc and free for every
+                          tensor) instead of the pooling one the tools use (captioner/utils/allocator.py)
   tutorial_eager          the way tutorials write it: eager GradientTape, a Python loop over the
                           words calling the decoder one step at a time, attention projection every
                           word, every caption padded to the maximum length
@@ -39,15 +42,19 @@ Thread settings: --intra N / --inter N (TensorFlow's intra- and inter-op thread 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import common
 
+from captioner.utils.allocator import POOLED_CPU_ALLOCATOR
+
 VARIANTS = ["ours", "ours_no_xla", "ours_dot", "ours_general", "ours_scaled_dot", "ours_none", "ours_fixed_length",
             "ours_random_batches", "ours_keys_every_word", "ours_while_loop",
-            "ours_float16", "ours_fused", "ours_fused_plain", "pipeline_float16", "pipeline_float32",
+            "ours_float16", "ours_fused", "ours_fused_plain", "ours_malloc", "ours_fused_malloc",
+            "pipeline_float16", "pipeline_float32",
             "tutorial_eager", "tutorial_step_function"]
 TUTORIALS = ("tutorial_eager", "tutorial_step_function")
 BATCH = 64
@@ -148,6 +155,10 @@ def tutorial_trainer(decoder, config, compiled_steps: bool):
 
 def run_one(args) -> dict:
     variant = args.one
+    if variant.endswith("_malloc"):  # before TensorFlow makes its CPU device
+        os.environ[POOLED_CPU_ALLOCATOR] = "false"
+    allocator = os.environ.get(POOLED_CPU_ALLOCATOR, "true")
+    variant = variant.removesuffix("_malloc")
     from captioner.utils.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -236,7 +247,8 @@ def run_one(args) -> dict:
     real_words = sum(int((ids[:, 1:] != 0).sum()) for _, ids in data)
     rate = captions / seconds
     return {
-        "variant": variant, "attention": attention, "steps": len(data), "batch": BATCH,
+        "variant": args.one, "pooled_cpu_allocator": allocator, "attention": attention, "steps": len(data),
+        "batch": BATCH,
         "captions_per_second": rate, "seconds_per_epoch": len(token_ids) / rate, "compile_seconds": compile_seconds,
         "decoder_steps_per_caption": words / captions, "real_words_per_caption": real_words / captions,
         "training_pairs": len(token_ids), "vocabulary": len(vocabulary), "intra_threads": args.intra, "inter_threads": args.inter,

@@ -9,6 +9,10 @@ if not os.environ.get("CAPTIONER_CACHE"):
     os.environ["CAPTIONER_CACHE"] = tempfile.mkdtemp(prefix="captioner-test-cache-")
     atexit.register(shutil.rmtree, os.environ["CAPTIONER_CACHE"], ignore_errors=True)
 
+from captioner.utils.allocator import use_pooled_cpu_allocator  # noqa: E402
+
+use_pooled_cpu_allocator()  # TensorFlow in the tests pools its CPU memory as in the tools
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from helpers import SMALL_IMAGE, make_captioner  # noqa: E402

@@ -73,3 +73,19 @@ def test_one_meteor_process_serves_every_call_and_a_dead_one_is_replaced():
     process.wait()
     assert coco_scores(references, hypotheses)["METEOR"] == first  # a new one, the same score
     assert coco_metrics._meteor_scorer().meteor_p is not process
+
+
+@pytest.mark.skipif(not java_available(), reason="METEOR needs Java")
+def test_a_meteor_scorer_started_early_is_running_before_and_scores_after():
+    """`start_meteor` (before a split is captioned, at a run's last epoch) must start the very process that later
+    scores."""
+    from captioner.evaluation import coco_metrics
+
+    coco_metrics._meteor_scorer.cache_clear()  # a fresh start, as in a new process
+    coco_metrics.start_meteor()
+    assert coco_metrics._meteor_scorer.cache_info().currsize == 1  # started by start_meteor itself
+    process = coco_metrics._meteor_scorer().meteor_p
+    assert process.poll() is None  # running, though no score has been asked for yet
+    scores = coco_scores({1: ["a dog runs on the grass"]}, {1: "a dog runs on the grass"})
+    assert scores["METEOR"] == pytest.approx(1.0, abs=1e-3)
+    assert coco_metrics._meteor_scorer().meteor_p is process

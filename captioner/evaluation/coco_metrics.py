@@ -74,6 +74,13 @@ def coco_scores(references: dict, hypotheses: dict, use_java: bool | None = None
     return scores
 
 
+def start_meteor() -> None:
+    """Start METEOR's Java scorer now, in the background, so that its start (about 10 s) overlaps the work done
+    before the scores are asked for: captioning a split, a training run's last epoch. Without Java, nothing."""
+    if java_available():
+        _meteor_scorer()  # starts the jar and returns; the first score waits for it to be ready
+
+
 @functools.cache
 def _meteor_scorer():
     """One METEOR scorer per process. Its jar takes about 10 s to start (Java, then its paraphrase tables: most

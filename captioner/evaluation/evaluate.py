@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     from captioner.config import Config
     from captioner.data.datasets import load_splits
     from captioner.data.features import DEFAULT_CACHE, FeatureStore
+    from captioner.evaluation.coco_metrics import start_meteor
     from captioner.model.captioner import caption_features
     from captioner.model.saving import default_model_path, load_captioner
     from captioner.utils.atomic import atomic_write_text
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
         args.length_penalty = captioner.length_penalty if args.beam > 1 else 0.0
     if args.no_repeat_ngram is None:
         args.no_repeat_ngram = captioner.no_repeat_ngram
+    start_meteor()  # its Java scorer starts while the split is captioned
     started = time.time()
     captions = caption_features(captioner, features, beam_size=args.beam, batch_size=DECODE_BATCH,
                                 length_penalty=args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)

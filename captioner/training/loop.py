@@ -26,6 +26,7 @@ from captioner.config import Config
 from captioner.data.datasets import load_splits
 from captioner.data.vocabulary import tokenize
 from captioner.evaluation.cider import CiderD
+from captioner.evaluation.coco_metrics import start_meteor
 from captioner.training import distribute
 from captioner.training.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, EpochCallbacks
 from captioner.training.checkpoint import load_checkpoint
@@ -87,6 +88,8 @@ def train(config: Config, resume: bool = False, strategy: tf.distribute.Strategy
     try:
         for epoch in range(start_epoch, config.epochs):
             print(f"Epoch {epoch + 1}/{config.epochs}")
+            if chief and epoch + 1 == config.epochs:
+                start_meteor()  # the test report's METEOR scorer loads its jar (about 10 s) during the last epoch
             epoch_started = time.time()
             row = {"epoch": epoch + 1, **diverged_is_explained(run_epoch, trainer, epoch, run_dir)}
             row["train_seconds"] = time.time() - epoch_started

@@ -1,1 +1,2 @@
-"""Helpers every layer may use: atomic file writes, graph compilation, progress bars, a quiet TensorFlow import."""
+"""Helpers every layer may use: atomic file writes, graph compilation, progress bars, a quiet TensorFlow import
+with a pooling CPU allocator."""
