@@ -94,3 +94,8 @@ def run_child(command: list[str], name: str):
         print(f"error: {name} failed:\n{process.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def run_children(children: list[tuple[list[str], str]]) -> list:
+    """`run_child` for each (command, name) in turn; the results of those that succeeded."""
+    return [row for row in (run_child(command, name) for command, name in children) if row]

@@ -109,14 +109,10 @@ def main(argv=None) -> int:
     if args.one:
         common.print_result(run_one(args))
         return 0
-    rows = []
-    for decoder in args.decoders.split(","):
-        for allocator in args.allocators.split(","):
-            command = [sys.executable, __file__, "--one", f"{decoder}:{allocator}", "--feed", args.feed,
-                       "--steps", str(args.steps)]
-            row = common.run_child(command, f"{decoder} {allocator}")
-            if row:
-                rows.append(row)
+    rows = common.run_children([
+        ([sys.executable, __file__, "--one", f"{decoder}:{allocator}", "--feed", args.feed, "--steps", str(args.steps)],
+         f"{decoder} {allocator}")
+        for decoder in args.decoders.split(",") for allocator in args.allocators.split(",")])
     if rows:
         print(f"\n{rows[0]['cpu']}, {rows[0]['cores']} cores, TensorFlow {rows[0]['tensorflow']}, "
               f"batch {rows[0]['batch']}, features fed by {args.feed}")

@@ -280,15 +280,11 @@ def main(argv=None) -> int:
     if args.one:
         common.print_result(run_one(args))
         return 0
-    rows = []
-    for variant in args.variants.split(","):
-        command = [sys.executable, __file__, "--one", variant, "--data-dir", args.data_dir, "--steps", str(args.steps),
-                   "--intra", str(args.intra), "--inter", str(args.inter)]
-        if args.feature_cache:
-            command += ["--feature-cache", args.feature_cache]
-        row = common.run_child(command, variant)
-        if row:
-            rows.append(row)
+    cache = ["--feature-cache", args.feature_cache] if args.feature_cache else []
+    rows = common.run_children([
+        ([sys.executable, __file__, "--one", variant, "--data-dir", args.data_dir, "--steps", str(args.steps),
+          "--intra", str(args.intra), "--inter", str(args.inter), *cache], variant)
+        for variant in args.variants.split(",")])
     baseline = max((row["captions_per_second"] for row in rows if row["variant"] in TUTORIALS), default=None)
     for row in rows:
         if row["variant"].startswith("pipeline"):
